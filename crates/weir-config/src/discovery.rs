@@ -1,0 +1,481 @@
+//! The `discovery:` block: one entry per registry (SEMANTICS.md §7), and the [`Env`] that
+//! upstreams are validated against (which registries exist).
+
+use crate::cert::Secret;
+use crate::error::show;
+use crate::path::Path;
+use crate::reader::{self, Cx, Obj};
+use serde::Serialize;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryType {
+    Consul,
+    Nacos,
+    Kubernetes,
+}
+
+pub const DISCOVERY_TYPES: &[(&str, DiscoveryType)] = &[
+    ("consul", DiscoveryType::Consul),
+    ("nacos", DiscoveryType::Nacos),
+    ("kubernetes", DiscoveryType::Kubernetes),
+];
+
+impl DiscoveryType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiscoveryType::Consul => "consul",
+            DiscoveryType::Nacos => "nacos",
+            DiscoveryType::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// An `http(s)://[user:pass@]host:port[/]` registry address.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    #[serde(skip)]
+    pub credentials: Option<(String, Secret)>,
+}
+
+fn parse_url(v: &Value, p: &Path, cx: &mut Cx, allow_userinfo: bool) -> Option<ServerUrl> {
+    let s = reader::string(v, p, cx)?;
+    let bad = |cx: &mut Cx, why: &str| {
+        cx.err(
+            p,
+            format!("must be http(s)://host:port ({why}), got {}", show(v)),
+        );
+    };
+    let Ok(uri) = s.parse::<http::Uri>() else {
+        bad(cx, "not a URL");
+        return None;
+    };
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            bad(cx, "scheme must be http or https");
+            return None;
+        }
+    };
+    let Some(auth) = uri.authority() else {
+        bad(cx, "no host");
+        return None;
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        bad(cx, "no path allowed");
+        return None;
+    }
+    let credentials = match auth.as_str().rsplit_once('@') {
+        Some((userinfo, _)) if allow_userinfo => {
+            let (u, pw) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            Some((u.to_owned(), Secret::new(pw)))
+        }
+        Some(_) => {
+            bad(cx, "no credentials allowed");
+            return None;
+        }
+        None => None,
+    };
+    Some(ServerUrl {
+        tls,
+        host: auth.host().to_owned(),
+        port: auth.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        credentials,
+    })
+}
+
+fn millis(o: &mut Obj<'_>, cx: &mut Cx, k: &str, default: u64) -> Duration {
+    Duration::from_millis(o.uint(cx, k, 1, u32::MAX as u64).unwrap_or(default))
+}
+
+fn str_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
+    o.take(k)
+        .and_then(|(v, p)| {
+            reader::list(v, &p, cx, 0, |x, xp, cx| {
+                reader::string(x, xp, cx).map(str::to_owned)
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortType {
+    Origin,
+    HostSort,
+    PortSort,
+    CombineSort,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConsulConfig {
+    pub servers: Vec<ServerUrl>,
+    #[serde(skip)]
+    pub token: Secret,
+    pub keepalive: bool,
+    pub fetch_interval: Duration,
+    pub weight: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub wait: Duration,
+    pub sort_type: SortType,
+    pub skip_services: Vec<String>,
+    /// `(host, port, weight)` served for unknown services.
+    pub default_service: Option<(String, u16, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NacosConfig {
+    pub hosts: Vec<ServerUrl>,
+    pub prefix: String,
+    pub fetch_interval: Duration,
+    pub weight: u32,
+    pub connect_timeout: Duration,
+    pub send_timeout: Duration,
+    pub read_timeout: Duration,
+    #[serde(skip)]
+    pub access_key: String,
+    #[serde(skip)]
+    pub secret_key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceSelector {
+    Equal(String),
+    NotEqual(String),
+    Match(Vec<String>),
+    NotMatch(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KubernetesConfig {
+    /// `Some` in the multi-cluster (array) form.
+    pub id: Option<String>,
+    pub tls: bool,
+    /// May hold `${VAR}` references, expanded at run time.
+    pub host: String,
+    pub port: String,
+    pub ssl_verify: bool,
+    #[serde(skip)]
+    pub token: Option<Secret>,
+    pub token_file: String,
+    pub namespace_selector: Option<NamespaceSelector>,
+    pub label_selector: Option<String>,
+    pub default_weight: u32,
+    pub watch_endpoint_slices: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DiscoveryConfig {
+    pub consul: Option<ConsulConfig>,
+    pub nacos: Option<NacosConfig>,
+    /// Empty: not configured. One entry with `id: None`: single cluster.
+    pub kubernetes: Vec<KubernetesConfig>,
+}
+
+/// What upstreams are validated against: the configured registries.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub discovery: DiscoveryConfig,
+}
+
+impl Env {
+    pub fn has_discovery(&self, t: DiscoveryType) -> bool {
+        match t {
+            DiscoveryType::Consul => self.discovery.consul.is_some(),
+            DiscoveryType::Nacos => self.discovery.nacos.is_some(),
+            DiscoveryType::Kubernetes => !self.discovery.kubernetes.is_empty(),
+        }
+    }
+
+    /// Check a `service_name` against its registry's format (SEMANTICS.md §7).
+    pub fn check_service_name(&self, t: DiscoveryType, name: &str) -> Result<(), String> {
+        match t {
+            DiscoveryType::Consul | DiscoveryType::Nacos => Ok(()),
+            DiscoveryType::Kubernetes => {
+                let multi = self.discovery.kubernetes.iter().any(|k| k.id.is_some());
+                let (path, port) = name.rsplit_once(':').unwrap_or((name, ""));
+                let parts: Vec<&str> = path.split('/').collect();
+                let want = if multi { 3 } else { 2 };
+                let shape = if multi {
+                    "<id>/<namespace>/<name>:<port>"
+                } else {
+                    "<namespace>/<name>:<port>"
+                };
+                if port.is_empty() || parts.len() != want || parts.iter().any(|s| s.is_empty()) {
+                    return Err(format!("must be {shape}, got {name:?}"));
+                }
+                if multi
+                    && !self
+                        .discovery
+                        .kubernetes
+                        .iter()
+                        .any(|k| k.id.as_deref() == Some(parts[0]))
+                {
+                    return Err(format!("unknown kubernetes cluster id {:?}", parts[0]));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn parse_discovery(v: &Value, p: &Path, cx: &mut Cx) -> DiscoveryConfig {
+    let mut d = DiscoveryConfig::default();
+    let Some(mut o) = Obj::of(v, p, cx) else {
+        return d;
+    };
+    if let Some(c) = o.obj(cx, "consul") {
+        d.consul = parse_consul(c, cx);
+    }
+    if let Some(n) = o.obj(cx, "nacos") {
+        d.nacos = parse_nacos(n, cx);
+    }
+    if let Some((kv, kp)) = o.take("kubernetes") {
+        match kv {
+            Value::Array(items) => {
+                let mut ids = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let ip = kp.index(i);
+                    if let Some(k) =
+                        Obj::of(item, &ip, cx).and_then(|ko| parse_kubernetes(ko, cx, true))
+                    {
+                        if let Some(id) = &k.id {
+                            if ids.contains(id) {
+                                cx.err(&ip.field("id"), format!("duplicate id {id:?}"));
+                            }
+                            ids.push(id.clone());
+                        }
+                        d.kubernetes.push(k);
+                    }
+                }
+            }
+            _ => {
+                if let Some(k) = Obj::of(kv, &kp, cx).and_then(|ko| parse_kubernetes(ko, cx, false))
+                {
+                    d.kubernetes.push(k);
+                }
+            }
+        }
+    }
+    o.finish(cx);
+    d
+}
+
+fn parse_consul(mut o: Obj<'_>, cx: &mut Cx) -> Option<ConsulConfig> {
+    let servers = o
+        .require(cx, "servers")
+        .and_then(|(v, p)| reader::list(v, &p, cx, 1, |x, xp, cx| parse_url(x, xp, cx, false)));
+    let token = Secret::new(o.str(cx, "token").unwrap_or(""));
+    let keepalive = o.bool(cx, "keepalive", true);
+    let fetch_interval = Duration::from_secs(o.uint(cx, "fetch_interval", 1, 86400).unwrap_or(3));
+    let weight = o.uint(cx, "weight", 1, u32::MAX as u64).unwrap_or(1) as u32;
+    let (mut connect_timeout, mut read_timeout, mut wait) = (
+        Duration::from_millis(2000),
+        Duration::from_millis(2000),
+        Duration::from_secs(60),
+    );
+    if let Some(mut t) = o.obj(cx, "timeout") {
+        connect_timeout = millis(&mut t, cx, "connect", 2000);
+        read_timeout = millis(&mut t, cx, "read", 2000);
+        wait = Duration::from_secs(t.uint(cx, "wait", 1, 3600).unwrap_or(60));
+        t.finish(cx);
+    }
+    let sort_type = o
+        .enumeration(
+            cx,
+            "sort_type",
+            &[
+                ("origin", SortType::Origin),
+                ("host_sort", SortType::HostSort),
+                ("port_sort", SortType::PortSort),
+                ("combine_sort", SortType::CombineSort),
+            ],
+        )
+        .unwrap_or(SortType::Origin);
+    let skip_services = str_list(&mut o, cx, "skip_services");
+    let default_service = o.obj(cx, "default_service").and_then(|mut d| {
+        let host = d
+            .require(cx, "host")
+            .and_then(|(v, p)| reader::string(v, &p, cx).map(str::to_owned));
+        let port = d
+            .require(cx, "port")
+            .and_then(|(v, p)| reader::uint(v, &p, cx, 1, 65535));
+        let weight = d.uint(cx, "weight", 0, u32::MAX as u64).unwrap_or(1);
+        d.finish(cx);
+        Some((host?, port? as u16, weight as u32))
+    });
+    o.finish(cx);
+    Some(ConsulConfig {
+        servers: servers?,
+        token,
+        keepalive,
+        fetch_interval,
+        weight,
+        connect_timeout,
+        read_timeout,
+        wait,
+        sort_type,
+        skip_services,
+        default_service,
+    })
+}
+
+fn parse_nacos(mut o: Obj<'_>, cx: &mut Cx) -> Option<NacosConfig> {
+    let hosts = o
+        .require(cx, "host")
+        .and_then(|(v, p)| reader::list(v, &p, cx, 1, |x, xp, cx| parse_url(x, xp, cx, true)));
+    let prefix = match o.take("prefix") {
+        Some((v, p)) => match reader::string(v, &p, cx) {
+            Some(s) if s.starts_with('/') => {
+                let mut s = s.to_owned();
+                if !s.ends_with('/') {
+                    s.push('/');
+                }
+                s
+            }
+            Some(s) => {
+                cx.err(&p, format!("must start with \"/\", got {s:?}"));
+                String::new()
+            }
+            None => String::new(),
+        },
+        None => "/nacos/v1/".into(),
+    };
+    let fetch_interval = Duration::from_secs(o.uint(cx, "fetch_interval", 1, 86400).unwrap_or(30));
+    let weight = o.uint(cx, "weight", 0, u32::MAX as u64).unwrap_or(100) as u32;
+    let (mut connect_timeout, mut send_timeout, mut read_timeout) = (
+        Duration::from_millis(2000),
+        Duration::from_millis(2000),
+        Duration::from_millis(5000),
+    );
+    if let Some(mut t) = o.obj(cx, "timeout") {
+        connect_timeout = millis(&mut t, cx, "connect", 2000);
+        send_timeout = millis(&mut t, cx, "send", 2000);
+        read_timeout = millis(&mut t, cx, "read", 5000);
+        t.finish(cx);
+    }
+    let access_key = o.str(cx, "access_key").unwrap_or("").to_owned();
+    let secret_key = Secret::new(o.str(cx, "secret_key").unwrap_or(""));
+    o.finish(cx);
+    Some(NacosConfig {
+        hosts: hosts?,
+        prefix,
+        fetch_interval,
+        weight,
+        connect_timeout,
+        send_timeout,
+        read_timeout,
+        access_key,
+        secret_key,
+    })
+}
+
+fn parse_kubernetes(mut o: Obj<'_>, cx: &mut Cx, multi: bool) -> Option<KubernetesConfig> {
+    let id = if multi {
+        o.require(cx, "id").and_then(|(v, p)| {
+            let s = reader::string(v, &p, cx)?;
+            let ok = (1..=64).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !ok {
+                cx.err(&p, format!("must match ^[a-z0-9]{{1,64}}$, got {s:?}"));
+                return None;
+            }
+            Some(s.to_owned())
+        })
+    } else {
+        None
+    };
+    let mut k = KubernetesConfig {
+        id,
+        tls: true,
+        host: "${KUBERNETES_SERVICE_HOST}".into(),
+        port: "${KUBERNETES_SERVICE_PORT}".into(),
+        ssl_verify: false,
+        token: None,
+        token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+        namespace_selector: None,
+        label_selector: None,
+        default_weight: 50,
+        watch_endpoint_slices: false,
+    };
+    if let Some(mut s) = o.obj(cx, "service") {
+        if let Some(t) = s.enumeration(cx, "schema", &[("http", false), ("https", true)]) {
+            k.tls = t;
+        }
+        if let Some(h) = s.str(cx, "host") {
+            k.host = h.to_owned();
+        }
+        if let Some((v, p)) = s.take("port") {
+            match v {
+                Value::Number(_) => {
+                    if let Some(n) = reader::uint(v, &p, cx, 1, 65535) {
+                        k.port = n.to_string();
+                    }
+                }
+                _ => {
+                    if let Some(s) = reader::string(v, &p, cx) {
+                        k.port = s.to_owned();
+                    }
+                }
+            }
+        }
+        k.ssl_verify = s.bool(cx, "ssl_verify", false);
+        s.finish(cx);
+    }
+    if let Some(mut c) = o.obj(cx, "client") {
+        if let Some((v, p)) = c.take("token") {
+            if !v.is_string() {
+                cx.err(&p, "must be a string");
+            } else if let Some(s) = v.as_str() {
+                k.token = Some(Secret::new(s));
+            }
+        }
+        if let Some(f) = c.str(cx, "token_file") {
+            k.token_file = f.to_owned();
+        }
+        c.finish(cx);
+    }
+    if let Some(mut ns) = o.obj(cx, "namespace_selector") {
+        let mut chosen = Vec::new();
+        if let Some(s) = ns.str(cx, "equal") {
+            chosen.push(NamespaceSelector::Equal(s.to_owned()));
+        }
+        if let Some(s) = ns.str(cx, "not_equal") {
+            chosen.push(NamespaceSelector::NotEqual(s.to_owned()));
+        }
+        let match_list = ns.has("match").then(|| str_list(&mut ns, cx, "match"));
+        if let Some(l) = match_list {
+            chosen.push(NamespaceSelector::Match(l));
+        }
+        let not_match = ns
+            .has("not_match")
+            .then(|| str_list(&mut ns, cx, "not_match"));
+        if let Some(l) = not_match {
+            chosen.push(NamespaceSelector::NotMatch(l));
+        }
+        if chosen.len() != 1 {
+            cx.err(
+                &ns.path,
+                "must set exactly one of equal, not_equal, match, not_match",
+            );
+        }
+        k.namespace_selector = chosen.pop();
+        ns.finish(cx);
+    }
+    k.label_selector = o.str(cx, "label_selector").map(str::to_owned);
+    k.default_weight = o
+        .uint(cx, "default_weight", 0, u32::MAX as u64)
+        .unwrap_or(50) as u32;
+    k.watch_endpoint_slices = o.bool(cx, "watch_endpoint_slices", false);
+    o.finish(cx);
+    Some(k)
+}

@@ -1,0 +1,327 @@
+//! The whole configuration document: process settings plus the six resource kinds, with the
+//! rules that span resources (unique ids, references, unique consumer keys).
+
+use crate::cert::{parse_ca_certificate, parse_certificate, CaCertificate, Certificate};
+use crate::common::Id;
+use crate::discovery::{parse_discovery, DiscoveryConfig, Env};
+use crate::error::{ConfigError, ConfigErrors};
+use crate::path::Path;
+use crate::plugins::{parse_consumer, Consumer};
+use crate::reader::{self, Cx, Obj};
+use crate::route::{parse_route, parse_service, Route, Service};
+use crate::server::{
+    parse_admin, parse_config_source, parse_control, parse_server, AdminConfig, ConfigSource,
+    ControlConfig, ServerConfig,
+};
+use crate::upstream::{parse_upstream, ClientCert, Placement, Upstream};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// The six resource kinds, as in the file, in etcd (`<prefix>/<kind>/<id>`) and in Admin API
+/// paths.
+pub const RESOURCE_KINDS: &[&str] = &[
+    "routes",
+    "services",
+    "upstreams",
+    "consumers",
+    "certificates",
+    "ca_certificates",
+];
+
+/// Routes, services, upstreams, consumers and certificates: what reloads live.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    pub routes: Vec<Route>,
+    pub services: Vec<Service>,
+    pub upstreams: Vec<Upstream>,
+    pub consumers: Vec<Consumer>,
+    pub certificates: Vec<Certificate>,
+    pub ca_certificates: Vec<CaCertificate>,
+}
+
+/// A validated configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    pub control: Option<ControlConfig>,
+    pub config_source: ConfigSource,
+    pub discovery: DiscoveryConfig,
+    #[serde(flatten)]
+    pub resources: Resources,
+}
+
+/// A configuration that passed validation, with the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// The annotation of a resource item in paths: `id "billing"`, `id 7`, `username "alice"`.
+fn item_note(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        s @ Value::String(_) => Some(format!("{key} {s}")),
+        n @ Value::Number(_) => Some(format!("{key} {n}")),
+        _ => None,
+    }
+}
+
+/// Read a resource array; each item's path carries its id. Returns items with their paths.
+fn resource_list<T>(
+    o: &mut Obj<'_>,
+    cx: &mut Cx,
+    kind: &str,
+    id_key: &str,
+    mut parse: impl FnMut(&Value, &Path, &mut Cx) -> Option<T>,
+) -> Vec<(T, Path)> {
+    let Some((v, p)) = o.take(kind) else {
+        return Vec::new();
+    };
+    let Some(items) = reader::array(v, &p, cx) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let mut ip = p.index(i);
+        if let Some(note) = item_note(item, id_key) {
+            ip = ip.annotate(note);
+        }
+        if let Some(t) = parse(item, &ip, cx) {
+            out.push((t, ip));
+        }
+    }
+    out
+}
+
+fn check_unique<'a>(cx: &mut Cx, key: &str, items: impl Iterator<Item = (&'a str, &'a Path)>) {
+    let mut seen: HashMap<&str, &Path> = HashMap::new();
+    for (id, p) in items {
+        if let Some(first) = seen.get(id) {
+            cx.err(
+                &p.field(key),
+                format!("duplicate {key} {id:?} (first at {first})"),
+            );
+        } else {
+            seen.insert(id, p);
+        }
+    }
+}
+
+/// Where each resource came from, for cross-reference errors.
+#[derive(Debug, Default)]
+pub struct ResourcePaths {
+    pub routes: Vec<Path>,
+    pub services: Vec<Path>,
+    pub upstreams: Vec<Path>,
+    pub consumers: Vec<Path>,
+}
+
+impl Resources {
+    /// Check the rules that span resources: unique ids per kind, references that must exist,
+    /// unique consumer keys.
+    pub fn check_references(&self, paths: &ResourcePaths, cx: &mut Cx) {
+        for (r, p) in self.routes.iter().zip(&paths.routes) {
+            if let Some(s) = &r.service_id {
+                if !self.services.iter().any(|x| &x.id == s) {
+                    cx.err(&p.field("service_id"), format!("unknown service {:?}", s.0));
+                }
+            }
+            if let Some(u) = &r.upstream_id {
+                self.check_upstream_ref(u, &p.field("upstream_id"), cx);
+            }
+            if let Some(u) = &r.upstream {
+                self.check_upstream_tls(u, &p.field("upstream"), cx);
+            }
+        }
+        for (s, p) in self.services.iter().zip(&paths.services) {
+            if let Some(u) = &s.upstream_id {
+                self.check_upstream_ref(u, &p.field("upstream_id"), cx);
+            }
+            if let Some(u) = &s.upstream {
+                self.check_upstream_tls(u, &p.field("upstream"), cx);
+            }
+        }
+        for (u, p) in self.upstreams.iter().zip(&paths.upstreams) {
+            self.check_upstream_tls(u, p, cx);
+        }
+        // Keys must be unique across consumers; never quote the key itself.
+        let mut owners: HashMap<&str, &str> = HashMap::new();
+        for (c, p) in self.consumers.iter().zip(&paths.consumers) {
+            if let Some(k) = &c.key {
+                if let Some(first) = owners.insert(k.expose(), &c.username) {
+                    cx.err(
+                        &p.field("plugins").field("key-auth").field("key"),
+                        format!("duplicate key (already used by consumer {first:?})"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_upstream_ref(&self, id: &Id, p: &Path, cx: &mut Cx) {
+        if !self.upstreams.iter().any(|u| u.id.as_ref() == Some(id)) {
+            cx.err(p, format!("unknown upstream {:?}", id.0));
+        }
+    }
+
+    fn check_upstream_tls(&self, u: &Upstream, p: &Path, cx: &mut Cx) {
+        for (i, ca) in u.tls.ca_certificates.iter().enumerate() {
+            if !self.ca_certificates.iter().any(|c| &c.id == ca) {
+                cx.err(
+                    &p.field("ca_certificates").index(i),
+                    format!("unknown ca_certificate {:?}", ca.0),
+                );
+            }
+        }
+        if let Some(ClientCert::Ref(id)) = &u.tls.client_cert {
+            if !self.certificates.iter().any(|c| &c.id == id) {
+                cx.err(
+                    &p.field("client_certificate"),
+                    format!("unknown certificate {:?}", id.0),
+                );
+            }
+        }
+    }
+
+    /// The certificate with this id.
+    pub fn certificate(&self, id: &Id) -> Option<&Certificate> {
+        self.certificates.iter().find(|c| &c.id == id)
+    }
+}
+
+/// Validate a whole document (already parsed from YAML or JSON).
+pub fn parse_document(doc: &Value) -> Result<Loaded, ConfigErrors> {
+    let empty = Value::Object(Default::default());
+    let doc = if doc.is_null() { &empty } else { doc };
+    let mut cx = Cx::default();
+    let root = Path::root();
+    let Some(mut o) = Obj::of(doc, &root, &mut cx) else {
+        return Err(ConfigErrors(cx.errors));
+    };
+    let mut config = Config::default();
+    // Registries first: upstreams are checked against them.
+    if let Some((v, p)) = o.take("discovery") {
+        config.discovery = parse_discovery(v, &p, &mut cx);
+    }
+    let env = Env {
+        discovery: config.discovery.clone(),
+    };
+    if let Some((v, p)) = o.take("server") {
+        config.server = parse_server(v, &p, &mut cx);
+    }
+    config.admin = o
+        .take("admin")
+        .and_then(|(v, p)| parse_admin(v, &p, &mut cx));
+    config.control = o
+        .take("control")
+        .and_then(|(v, p)| parse_control(v, &p, &mut cx));
+    if let Some((v, p)) = o.take("config_source") {
+        config.config_source = parse_config_source(v, &p, &mut cx);
+    }
+    if matches!(config.config_source, ConfigSource::Etcd(_)) {
+        for kind in RESOURCE_KINDS {
+            if o.has(kind) {
+                cx.err(
+                    &root.field(kind),
+                    "not allowed with config_source.etcd (resources live in etcd)",
+                );
+            }
+        }
+    }
+
+    let routes = resource_list(&mut o, &mut cx, "routes", "id", |v, p, cx| {
+        parse_route(v, p, cx, &env)
+    });
+    let services = resource_list(&mut o, &mut cx, "services", "id", |v, p, cx| {
+        parse_service(v, p, cx, &env)
+    });
+    let upstreams = resource_list(&mut o, &mut cx, "upstreams", "id", |v, p, cx| {
+        parse_upstream(v, p, cx, &env, Placement::Standalone)
+    });
+    let consumers = resource_list(&mut o, &mut cx, "consumers", "username", parse_consumer);
+    let certificates = resource_list(&mut o, &mut cx, "certificates", "id", parse_certificate);
+    let cas = resource_list(
+        &mut o,
+        &mut cx,
+        "ca_certificates",
+        "id",
+        parse_ca_certificate,
+    );
+    o.finish(&mut cx);
+
+    check_unique(
+        &mut cx,
+        "id",
+        routes.iter().map(|(r, p)| (r.id.as_str(), p)),
+    );
+    check_unique(
+        &mut cx,
+        "id",
+        services.iter().map(|(s, p)| (s.id.as_str(), p)),
+    );
+    check_unique(
+        &mut cx,
+        "id",
+        upstreams
+            .iter()
+            .filter_map(|(u, p)| u.id.as_ref().map(|id| (id.as_str(), p))),
+    );
+    check_unique(
+        &mut cx,
+        "username",
+        consumers.iter().map(|(c, p)| (c.username.as_str(), p)),
+    );
+    check_unique(
+        &mut cx,
+        "id",
+        certificates.iter().map(|(c, p)| (c.id.as_str(), p)),
+    );
+    check_unique(&mut cx, "id", cas.iter().map(|(c, p)| (c.id.as_str(), p)));
+
+    let (routes, route_paths): (Vec<_>, Vec<_>) = routes.into_iter().unzip();
+    let (services, service_paths): (Vec<_>, Vec<_>) = services.into_iter().unzip();
+    let (upstreams, upstream_paths): (Vec<_>, Vec<_>) = upstreams.into_iter().unzip();
+    let (consumers, consumer_paths): (Vec<_>, Vec<_>) = consumers.into_iter().unzip();
+    config.resources = Resources {
+        routes,
+        services,
+        upstreams,
+        consumers,
+        certificates: certificates.into_iter().map(|(c, _)| c).collect(),
+        ca_certificates: cas.into_iter().map(|(c, _)| c).collect(),
+    };
+    let paths = ResourcePaths {
+        routes: route_paths,
+        services: service_paths,
+        upstreams: upstream_paths,
+        consumers: consumer_paths,
+    };
+    config.resources.check_references(&paths, &mut cx);
+    for (i, t) in config.server.tls_listen.iter().enumerate() {
+        if config.resources.certificate(&t.certificate).is_none() {
+            cx.err(
+                &root
+                    .field("server")
+                    .field("tls_listen")
+                    .index(i)
+                    .field("certificate"),
+                format!("unknown certificate {:?}", t.certificate.0),
+            );
+        }
+    }
+
+    let mut warnings = ConfigErrors(cx.warnings);
+    warnings.sort_by_document(doc);
+    if cx.errors.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings: warnings.0,
+        })
+    } else {
+        let mut errors = ConfigErrors(cx.errors);
+        errors.sort_by_document(doc);
+        Err(errors)
+    }
+}

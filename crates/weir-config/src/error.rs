@@ -1,0 +1,127 @@
+//! Validation errors: each names the path of the bad value and says what was expected and
+//! what was found.
+
+use crate::path::{Path, Seg};
+use serde_json::Value;
+use std::fmt;
+
+/// One problem found in a configuration document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: Path,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(path: &Path, reason: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_root() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.path, self.reason)
+        }
+    }
+}
+
+/// Every error of a document, in document order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn single(path: &Path, reason: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError::new(path, reason)])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+
+    /// The Admin API form: all errors joined with `"; "`.
+    pub fn joined(&self) -> String {
+        self.0
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Sort the errors into the order their values appear in `doc` (stable: errors on the same
+    /// value keep the order they were found in).
+    pub(crate) fn sort_by_document(&mut self, doc: &Value) {
+        let mut keyed: Vec<(Vec<usize>, ConfigError)> = self
+            .0
+            .drain(..)
+            .map(|e| (document_position(doc, &e.path), e))
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0 = keyed.into_iter().map(|(_, e)| e).collect();
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Position of `path` in `doc` as a list of member/item ordinals. Where the path leaves the
+/// document (a missing required field), the position of its deepest existing prefix is used,
+/// so the error sorts with its parent object.
+fn document_position(doc: &Value, path: &Path) -> Vec<usize> {
+    let mut pos = Vec::new();
+    let mut cur = doc;
+    for seg in path.segments() {
+        let next = match (seg, cur) {
+            (Seg::Field(k) | Seg::Key(k), Value::Object(m)) => m
+                .iter()
+                .enumerate()
+                .find(|(_, (name, _))| *name == k)
+                .map(|(i, (_, v))| (i, v)),
+            (Seg::Index(i, _), Value::Array(a)) => a.get(*i).map(|v| (*i, v)),
+            _ => None,
+        };
+        match next {
+            Some((i, v)) => {
+                pos.push(i);
+                cur = v;
+            }
+            None => break,
+        }
+    }
+    pos
+}
+
+/// Render a value the way error messages quote it: strings in double quotes, numbers as
+/// written, containers abbreviated.
+pub fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(_) => v.to_string(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}

@@ -1,0 +1,94 @@
+//! Weir's configuration model.
+//!
+//! The schema of `CONFIG.md` (process settings, routes, services, upstreams, consumers,
+//! certificates) with every default and validation rule of `SEMANTICS.md`, validated into a
+//! typed model. Validation never stops at the first error: [`load_file`] and [`parse_yaml`]
+//! return every error of a document at once, in document order, each naming its path:
+//!
+//! ```text
+//! upstreams[1] (id "billing").keepalive_pool.size: must be >= 1, got 0
+//! ```
+//!
+//! This crate has no Pingora dependency, so company tooling can validate configurations
+//! without building a proxy.
+//!
+//! ```
+//! let yaml = r#"
+//! upstreams:
+//!   - id: u1
+//!     nodes: {"127.0.0.1:8080": 1}
+//! "#;
+//! let loaded = weir_config::parse_yaml(yaml).unwrap();
+//! let u = &loaded.config.resources.upstreams[0];
+//! assert_eq!(u.lb, weir_config::LbType::RoundRobin);
+//! assert_eq!(u.keepalive_pool.size, 320);
+//! ```
+
+pub mod cert;
+pub mod common;
+pub mod discovery;
+pub mod document;
+pub mod error;
+pub mod path;
+pub mod plugins;
+pub mod reader;
+pub mod route;
+pub mod server;
+pub mod upstream;
+
+pub use cert::{CaCertificate, Certificate, Secret};
+pub use common::{Id, Meta, Method, Timeout};
+pub use discovery::{DiscoveryConfig, DiscoveryType, Env};
+pub use document::{parse_document, Config, Loaded, Resources, RESOURCE_KINDS};
+pub use error::{ConfigError, ConfigErrors};
+pub use path::Path;
+pub use plugins::{Consumer, KeyAuth, Plugins};
+pub use route::{HostPattern, Route, Service, UriPattern};
+pub use server::{AdminConfig, ConfigSource, ControlConfig, EtcdSource, ServerConfig, TlsListen};
+pub use upstream::{
+    ActiveCheck, CheckType, Checks, ClientCert, HashOn, KeepalivePool, LbType, Node, PassHost,
+    PassiveCheck, Scheme, Targets, Upstream, UpstreamTls, Var,
+};
+
+use serde_json::Value;
+
+/// Parse YAML text into a value tree. Syntax errors carry line and column.
+pub fn yaml_to_value(text: &str) -> Result<Value, ConfigErrors> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_yaml_ng::from_str::<Value>(text).map_err(|e| {
+        let msg = e.to_string();
+        // serde_yaml appends its own " at line L column C"; say it once, our way.
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_owned(),
+            None => msg,
+        };
+        let reason = match e.location() {
+            Some(l) => format!(
+                "YAML syntax error at line {}, column {}: {msg}",
+                l.line(),
+                l.column()
+            ),
+            None => format!("YAML syntax error: {msg}"),
+        };
+        ConfigErrors::single(&Path::root(), reason)
+    })
+}
+
+/// Validate a YAML document.
+pub fn parse_yaml(text: &str) -> Result<Loaded, ConfigErrors> {
+    parse_document(&yaml_to_value(text)?)
+}
+
+/// Read and validate a configuration file.
+pub fn load_file(path: impl AsRef<std::path::Path>) -> Result<Loaded, ConfigErrors> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(
+            &Path::root(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    parse_yaml(&text)
+}

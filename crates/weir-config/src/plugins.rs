@@ -1,0 +1,151 @@
+//! The `plugins:` blocks of routes, services and consumers. Plugin names are checked: an
+//! unknown name is an error, so a typo never silently disables authentication.
+
+use crate::cert::Secret;
+use crate::path::Path;
+use crate::reader::{self, Cx, Obj};
+use serde::Serialize;
+use serde_json::Value;
+
+/// `key-auth` on a route or service (SEMANTICS.md §1.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyAuth {
+    pub header: String,
+    pub query: String,
+    pub hide_credentials: bool,
+}
+
+impl Default for KeyAuth {
+    fn default() -> Self {
+        KeyAuth {
+            header: "apikey".into(),
+            query: "apikey".into(),
+            hide_credentials: false,
+        }
+    }
+}
+
+/// Plugins enabled on a route or service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plugins {
+    #[serde(rename = "key-auth", skip_serializing_if = "Option::is_none")]
+    pub key_auth: Option<KeyAuth>,
+}
+
+impl Plugins {
+    pub fn is_empty(&self) -> bool {
+        self.key_auth.is_none()
+    }
+
+    /// Merge a service's plugins under a route's: for the same name, the route's config wins.
+    pub fn merged_over(&self, service: &Plugins) -> Plugins {
+        Plugins {
+            key_auth: self.key_auth.clone().or_else(|| service.key_auth.clone()),
+        }
+    }
+}
+
+/// The plugin names Weir knows; listed in errors.
+pub const KNOWN_PLUGINS: &[&str] = &["key-auth"];
+
+fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str) {
+    cx.err(
+        p,
+        format!(
+            "unknown plugin {name:?} (known: {})",
+            KNOWN_PLUGINS.join(", ")
+        ),
+    );
+}
+
+pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx) -> Plugins {
+    let mut out = Plugins::default();
+    let Some(mut o) = Obj::of(v, p, cx) else {
+        return out;
+    };
+    for (name, pv, pp) in o.entries() {
+        match name {
+            "key-auth" => {
+                let Some(mut ko) = Obj::of(pv, &pp, cx) else {
+                    continue;
+                };
+                let mut k = KeyAuth::default();
+                if let Some(s) = ko.str(cx, "header") {
+                    k.header = s.to_owned();
+                }
+                if let Some(s) = ko.str(cx, "query") {
+                    k.query = s.to_owned();
+                }
+                k.hide_credentials = ko.bool(cx, "hide_credentials", false);
+                ko.finish(cx);
+                out.key_auth = Some(k);
+            }
+            _ => unknown_plugin(cx, &pp, name),
+        }
+    }
+    out
+}
+
+/// A consumer (SEMANTICS.md §1.4): identified by `username`, with a key-auth credential.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Consumer {
+    pub username: String,
+    #[serde(flatten)]
+    pub meta: crate::common::Meta,
+    /// The key-auth credential.
+    pub key: Option<Secret>,
+}
+
+pub fn parse_consumer(v: &Value, p: &Path, cx: &mut Cx) -> Option<Consumer> {
+    let mut o = Obj::of(v, p, cx)?;
+    let before = cx.errors.len();
+    let username = o.require(cx, "username").and_then(|(v, up)| {
+        let s = reader::string(v, &up, cx)?;
+        let ok = (1..=100).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok {
+            cx.err(
+                &up,
+                format!("must be 1..100 characters of [a-zA-Z0-9_-], got {s:?}"),
+            );
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let meta = crate::common::Meta::parse(&mut o, cx);
+    let mut key = None;
+    if let Some(mut po) = o.obj(cx, "plugins") {
+        for (name, pv, pp) in po.entries() {
+            match name {
+                "key-auth" => {
+                    let Some(mut ko) = Obj::of(pv, &pp, cx) else {
+                        continue;
+                    };
+                    key = match ko.require(cx, "key") {
+                        // Never echo the credential in an error.
+                        Some((Value::String(s), _)) if !s.is_empty() => {
+                            Some(Secret::new(s.clone()))
+                        }
+                        Some((_, kp)) => {
+                            cx.err(&kp, "must be a non-empty string");
+                            None
+                        }
+                        None => None,
+                    };
+                    ko.finish(cx);
+                }
+                _ => unknown_plugin(cx, &pp, name),
+            }
+        }
+    }
+    o.finish(cx);
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(Consumer {
+        username: username?,
+        meta,
+        key,
+    })
+}

@@ -1,0 +1,253 @@
+//! Process settings: `server`, `admin`, `control`, `config_source` (CONFIG.md). They need a
+//! restart or graceful upgrade to change.
+
+use crate::cert::Secret;
+use crate::common::{parse_id, Id};
+use crate::error::show;
+use crate::path::Path;
+use crate::reader::{self, Bound, Cx, Obj};
+use serde::Serialize;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    /// Id of a `certificates` object.
+    pub certificate: Id,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub tls_listen: Vec<TlsListen>,
+    pub threads: usize,
+    pub pid_file: String,
+    pub upgrade_sock: String,
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Idle upstream connections kept by the whole process (Pingora's pool); see docs.
+    pub upstream_keepalive_pool_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 9080))],
+            tls_listen: Vec::new(),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            pid_file: "/tmp/weir.pid".into(),
+            upgrade_sock: "/tmp/weir_upgrade.sock".into(),
+            grace_period_seconds: 10,
+            graceful_shutdown_timeout_seconds: 5,
+            upstream_keepalive_pool_size: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub api_key: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EtcdSource {
+    /// `http://host:port` URLs.
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    File { watch: bool },
+    Etcd(EtcdSource),
+}
+
+impl Default for ConfigSource {
+    fn default() -> Self {
+        ConfigSource::File { watch: true }
+    }
+}
+
+pub fn parse_addr(v: &Value, p: &Path, cx: &mut Cx) -> Option<SocketAddr> {
+    let s = reader::string(v, p, cx)?;
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.err(
+                p,
+                format!(
+                    "must be an address like \"0.0.0.0:9080\" or \"[::1]:9080\", got {}",
+                    show(v)
+                ),
+            );
+            None
+        }
+    }
+}
+
+pub fn parse_server(v: &Value, p: &Path, cx: &mut Cx) -> ServerConfig {
+    let mut s = ServerConfig::default();
+    let Some(mut o) = Obj::of(v, p, cx) else {
+        return s;
+    };
+    if let Some((v, lp)) = o.take("listen") {
+        if let Some(l) = reader::list(v, &lp, cx, 0, parse_addr) {
+            s.listen = l;
+        }
+    }
+    if let Some((v, lp)) = o.take("tls_listen") {
+        let items = reader::list(v, &lp, cx, 0, |x, xp, cx| {
+            let mut t = Obj::of(x, xp, cx)?;
+            let addr = t
+                .require(cx, "addr")
+                .and_then(|(v, ap)| parse_addr(v, &ap, cx));
+            let cert = t
+                .require(cx, "certificate")
+                .and_then(|(v, cp)| parse_id(v, &cp, cx));
+            t.finish(cx);
+            Some(TlsListen {
+                addr: addr?,
+                certificate: cert?,
+            })
+        });
+        if let Some(items) = items {
+            s.tls_listen = items;
+        }
+    }
+    if let Some(n) = o.uint(cx, "threads", 1, 1024) {
+        s.threads = n as usize;
+    }
+    if let Some(f) = o.str(cx, "pid_file") {
+        s.pid_file = f.to_owned();
+    }
+    if let Some(f) = o.str(cx, "upgrade_sock") {
+        s.upgrade_sock = f.to_owned();
+    }
+    if let Some(n) = o.uint(cx, "grace_period_seconds", 0, 86400) {
+        s.grace_period_seconds = n;
+    }
+    if let Some(n) = o.uint(cx, "graceful_shutdown_timeout_seconds", 0, 86400) {
+        s.graceful_shutdown_timeout_seconds = n;
+    }
+    if let Some(n) = o.uint(cx, "upstream_keepalive_pool_size", 0, 1 << 24) {
+        s.upstream_keepalive_pool_size = n as usize;
+    }
+    o.finish(cx);
+    s
+}
+
+fn warn_if_public(addr: &SocketAddr, p: &Path, cx: &mut Cx, what: &str) {
+    if !addr.ip().is_loopback() {
+        cx.warn(
+            p,
+            format!("{what} listens on {addr}, which is not a loopback address"),
+        );
+    }
+}
+
+pub fn parse_admin(v: &Value, p: &Path, cx: &mut Cx) -> Option<AdminConfig> {
+    let mut o = Obj::of(v, p, cx)?;
+    let listen = match o.take("listen") {
+        Some((v, lp)) => {
+            let a = parse_addr(v, &lp, cx);
+            if let Some(a) = &a {
+                warn_if_public(a, &lp, cx, "the Admin API");
+            }
+            a
+        }
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9180))),
+    };
+    // Never echo the key in an error.
+    let key = match o.require(cx, "api_key") {
+        Some((Value::String(s), _)) if !s.is_empty() => Some(Secret::new(s.clone())),
+        Some((_, kp)) => {
+            cx.err(&kp, "must be a non-empty string");
+            None
+        }
+        None => None,
+    };
+    o.finish(cx);
+    Some(AdminConfig {
+        listen: listen?,
+        api_key: key?,
+    })
+}
+
+pub fn parse_control(v: &Value, p: &Path, cx: &mut Cx) -> Option<ControlConfig> {
+    let mut o = Obj::of(v, p, cx)?;
+    let listen = match o.take("listen") {
+        Some((v, lp)) => parse_addr(v, &lp, cx),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    };
+    o.finish(cx);
+    Some(ControlConfig { listen: listen? })
+}
+
+pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {
+    let Some(mut o) = Obj::of(v, p, cx) else {
+        return ConfigSource::default();
+    };
+    let file = o.obj(cx, "file").map(|mut f| {
+        let watch = f.bool(cx, "watch", true);
+        f.finish(cx);
+        ConfigSource::File { watch }
+    });
+    let etcd = o.obj(cx, "etcd").and_then(|mut e| {
+        let endpoints = e.require(cx, "endpoints").and_then(|(v, ep)| {
+            reader::list(v, &ep, cx, 1, |x, xp, cx| {
+                let s = reader::string(x, xp, cx)?;
+                let ok = s
+                    .parse::<http::Uri>()
+                    .ok()
+                    .filter(|u| matches!(u.scheme_str(), Some("http" | "https")))
+                    .and_then(|u| u.authority().map(|a| a.port_u16().is_some()))
+                    .unwrap_or(false);
+                if !ok {
+                    cx.err(xp, format!("must be http(s)://host:port, got {s:?}"));
+                    return None;
+                }
+                Some(s.trim_end_matches('/').to_owned())
+            })
+        });
+        let prefix = match e.take("prefix") {
+            Some((v, pp)) => reader::string(v, &pp, cx).and_then(|s| {
+                if s.starts_with('/') && s.len() > 1 && !s.ends_with('/') {
+                    Some(s.to_owned())
+                } else {
+                    cx.err(
+                        &pp,
+                        format!("must start with \"/\" and not end with it, got {s:?}"),
+                    );
+                    None
+                }
+            }),
+            None => Some("/weir".to_owned()),
+        };
+        let timeout = e
+            .secs(cx, "timeout", Bound::Positive)
+            .unwrap_or(Duration::from_secs(5));
+        e.finish(cx);
+        Some(ConfigSource::Etcd(EtcdSource {
+            endpoints: endpoints?,
+            prefix: prefix?,
+            timeout,
+        }))
+    });
+    let both = o.has("file") && o.has("etcd");
+    o.finish(cx);
+    if both {
+        cx.err(p, "file and etcd are mutually exclusive");
+    }
+    etcd.or(file).unwrap_or_default()
+}

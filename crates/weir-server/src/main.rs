@@ -1,0 +1,62 @@
+//! `weir`: the edge-proxy binary. Parses the command line of CONFIG.md, installs the logger,
+//! validates the configuration and hands over to the proxy.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Weir: a programmable HTTP proxy on Pingora with APISIX-compatible upstreams.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "FILE",
+        default_value = "conf/weir.yaml"
+    )]
+    config: PathBuf,
+    /// Validate the configuration and exit: prints `configuration OK`, or every error.
+    #[arg(short = 't', long = "test")]
+    test: bool,
+    /// Run in the background (daemonize).
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Take over the listeners of a running instance (graceful upgrade).
+    #[arg(short = 'u', long = "upgrade")]
+    upgrade: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+
+    let loaded = match weir_config::load_file(&cli.config) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{}: {} error{}",
+                cli.config.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    if cli.test {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    let _ = (cli.daemon, cli.upgrade);
+    eprintln!("weir: serving traffic is not implemented in this build yet; use -t to validate");
+    ExitCode::FAILURE
+}
