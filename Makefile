@@ -1,0 +1,46 @@
+# Weir's developer entry points. Everything builds against the system OpenSSL.
+export OPENSSL_NO_VENDOR ?= 1
+CARGO ?= cargo
+CONF ?= conf/weir.yaml
+TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+
+.PHONY: build run test lint doc check-conf ci bench clean
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+## run: build Weir and start it on $(CONF) with the local demo backends
+run:
+	$(CARGO) build --release --bins
+	./scripts/run-demo.sh $(CONF)
+
+## test: every unit, golden and end-to-end test
+test:
+	$(CARGO) test --workspace --all-targets
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## doc: rustdoc for the workspace (warnings as errors)
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+## check-conf: validate conf/weir.yaml and every example with `weir -t`
+check-conf:
+	$(CARGO) build --bin weir
+	@for f in conf/weir.yaml conf/examples/*.yaml; do \
+		printf '%-40s ' $$f; $(TARGET)/debug/weir -t -c $$f || exit 1; \
+	done
+
+## ci: what .ci/run runs after installing system packages (the tests include `weir -t` on
+## every example and every invalid golden file)
+ci: lint test
+
+## bench: throughput and latency against nginx and haproxy (prints figures, asserts nothing)
+bench:
+	./bench/run.sh
+
+clean:
+	$(CARGO) clean
