@@ -1,0 +1,27 @@
+//! Weir's load-balancing algorithms.
+//!
+//! Each algorithm picks one node of one priority level given an *eligibility* predicate (the
+//! node is up and not yet tried by this request). Weir's proxy calls [`LevelSelector::select`]
+//! directly; [`Selection`] adapts any selector to Pingora's [`BackendSelection`] so the same
+//! algorithms plug into a plain Pingora `LoadBalancer`.
+//!
+//! Why Weir's proxy does not go through `LoadBalancer::select_with`: Pingora keeps backends in
+//! a `BTreeSet` (address order), while APISIX semantics need the configured node order (ties,
+//! smooth WRR sequences), and `select_with` filters *after* the algorithm has advanced its
+//! state, so a skipped node's state would move. Selecting with the predicate inside the
+//! algorithm keeps smooth WRR exact: ineligible nodes keep their state frozen.
+//!
+//! Per-node state that must outlive configuration reloads (in-flight counts, later health and
+//! latency estimates) lives in a [`StateTable`] keyed by upstream and node identity.
+//!
+//! [`BackendSelection`]: pingora_load_balancing::selection::BackendSelection
+
+mod node;
+mod selection;
+mod swrr;
+mod table;
+
+pub use node::{InFlight, NodeState};
+pub use selection::{LevelSelector, Selection, SelectionIter};
+pub use swrr::SmoothWeighted;
+pub use table::StateTable;

@@ -1,0 +1,85 @@
+//! Per-request state carried across Pingora's phases and retry attempts.
+
+use crate::snapshot::RouteRuntime;
+use crate::upstream::{UpstreamRuntime, Walk};
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::Instant;
+use weir_balance::InFlight;
+use weir_config::Timeout;
+
+/// Weir's request context (Pingora's `CTX`). Creating it allocates nothing.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    pub route: Option<Arc<RouteRuntime>>,
+    pub upstream: Option<Arc<UpstreamRuntime>>,
+    pub timeout: Timeout,
+    /// Level and tried set of the node walk.
+    pub walk: Walk,
+    /// Attempts made (a free stale-connection retry is not one).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub deadline: Option<Instant>,
+    /// Node of the current attempt.
+    pub current: Option<usize>,
+    /// The current attempt's in-flight count; dropped when the attempt ends.
+    pub in_flight: Option<InFlight>,
+    /// Status of every attempt, in order (`X-Weir-Upstream-Status`); 502/504 for attempts
+    /// without a response.
+    pub statuses: SmallVec<[u16; 4]>,
+    pub last_timed_out: bool,
+    /// The current attempt's response header arrived and is being relayed.
+    pub response_started: bool,
+    /// The current attempt's response was discarded by `retry_on_status`.
+    pub status_retry: bool,
+    /// The one free retry on a stale pooled connection was used.
+    pub stale_retry_used: bool,
+    /// The next `upstream_peer` repeats the current node without counting an attempt.
+    pub repeat_node: bool,
+    /// Send this attempt with `Connection: close` (pool size or requests limit reached).
+    pub close_conn: bool,
+}
+
+impl RequestCtx {
+    /// Record the end of a failed attempt: its status, and the release of its in-flight count.
+    pub fn attempt_failed(&mut self, timed_out: bool) {
+        self.statuses.push(if timed_out { 504 } else { 502 });
+        self.last_timed_out = timed_out;
+        self.in_flight = None;
+    }
+
+    /// Whether another attempt may start: attempts left, deadline not passed, a node left.
+    pub fn may_retry(&self) -> bool {
+        let Some(up) = &self.upstream else {
+            return false;
+        };
+        self.attempts < self.max_attempts
+            && self.deadline.is_none_or(|d| Instant::now() <= d)
+            && up.has_candidate(&self.walk)
+    }
+
+    /// Status for a request that ended without a relayed response after attempts.
+    pub fn failure_status(&self) -> u16 {
+        if self.last_timed_out {
+            504
+        } else {
+            502
+        }
+    }
+
+    /// `X-Weir-Upstream-Status` value, when the last attempt's status is 5xx.
+    pub fn upstream_status_header(&self) -> Option<String> {
+        let last = *self.statuses.last()?;
+        if last < 500 {
+            return None;
+        }
+        let mut s = String::with_capacity(self.statuses.len() * 5);
+        for (i, st) in self.statuses.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&st.to_string());
+        }
+        Some(s)
+    }
+}

@@ -1,0 +1,20 @@
+//! Weir's data path.
+//!
+//! [`WeirProxy`] is a Pingora `ProxyHttp` serving an immutable, compiled [`Snapshot`] of the
+//! configuration held in a [`SnapshotHandle`] (an `ArcSwap`): routing, node selection over
+//! priority levels, retries with a tried set, timeouts, `pass_host`, keepalive pool limits and
+//! `X-Weir-Upstream-Status`. [`server`] builds a Pingora `Server` from a `weir_config::Config`.
+
+mod ctx;
+mod failure;
+mod pool;
+mod proxy;
+mod respond;
+pub mod router;
+pub mod server;
+mod snapshot;
+pub mod upstream;
+
+pub use ctx::RequestCtx;
+pub use proxy::{SnapshotHandle, WeirProxy};
+pub use snapshot::{RouteRuntime, Snapshot, Tables};

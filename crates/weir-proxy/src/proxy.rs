@@ -1,0 +1,425 @@
+//! [`WeirProxy`]: Pingora's `ProxyHttp` with APISIX upstream semantics — routing, node
+//! selection across priority levels, retries with a tried set, timeouts, `pass_host`, pool
+//! limits and `X-Weir-Upstream-Status`.
+
+use crate::ctx::RequestCtx;
+use crate::failure::{is_idempotent, is_malformed_response, is_timeout};
+use crate::respond::respond_json;
+use crate::router::strip_port;
+use crate::snapshot::Snapshot;
+use crate::upstream::sni_for;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::protocols::Digest;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora_error::{ErrorSource, RetryType};
+use std::sync::Arc;
+use std::time::Instant;
+use weir_config::{PassHost, Resources};
+
+use crate::snapshot::Tables;
+
+/// The live configuration: the current snapshot plus the state tables new snapshots are
+/// compiled against. Swapping is atomic; requests finish on the snapshot they started with.
+#[derive(Debug)]
+pub struct SnapshotHandle {
+    current: ArcSwap<Snapshot>,
+    tables: Tables,
+}
+
+impl Default for SnapshotHandle {
+    fn default() -> Self {
+        SnapshotHandle {
+            current: ArcSwap::from_pointee(Snapshot::empty()),
+            tables: Tables::default(),
+        }
+    }
+}
+
+impl SnapshotHandle {
+    pub fn new(res: &Resources) -> Arc<Self> {
+        let h = Arc::new(Self::default());
+        h.apply(res);
+        h
+    }
+
+    /// Compile `res` and make it the live configuration.
+    pub fn apply(&self, res: &Resources) {
+        let snap = Snapshot::compile(res, &self.tables);
+        self.current.store(Arc::new(snap));
+    }
+
+    /// The live snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}
+
+/// Weir's `ProxyHttp`.
+pub struct WeirProxy {
+    handle: Arc<SnapshotHandle>,
+}
+
+impl WeirProxy {
+    pub fn new(handle: Arc<SnapshotHandle>) -> Self {
+        WeirProxy { handle }
+    }
+
+    pub fn handle(&self) -> &Arc<SnapshotHandle> {
+        &self.handle
+    }
+}
+
+/// The request's host: `Host`, else the `:authority`, without port.
+fn request_host(session: &Session) -> &str {
+    let req = session.req_header();
+    let raw = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    strip_port(raw)
+}
+
+fn own_error(status: u16, msg: &'static str) -> Box<Error> {
+    Error::explain(ErrorType::HTTPStatus(status), msg)
+}
+
+#[async_trait]
+impl ProxyHttp for WeirProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let route = {
+            let snap = self.handle.current.load();
+            let req = session.req_header();
+            snap.route(request_host(session), req.uri.path(), &req.method)
+                .cloned()
+        };
+        let Some(route) = route else {
+            respond_json(session, 404, r#"{"error_msg":"404 Route Not Found"}"#, None).await?;
+            return Ok(true);
+        };
+        let Some(up) = route.upstream.clone() else {
+            respond_json(
+                session,
+                503,
+                r#"{"error_msg":"no upstream for this route"}"#,
+                None,
+            )
+            .await?;
+            return Ok(true);
+        };
+        if up.nodes.is_empty() {
+            respond_json(session, 503, r#"{"error_msg":"no available node"}"#, None).await?;
+            return Ok(true);
+        }
+        ctx.timeout = route.timeout.or(up.conf.timeout).unwrap_or_default();
+        ctx.max_attempts = up.max_attempts();
+        ctx.deadline = up.conf.retry_timeout.map(|d| Instant::now() + d);
+        ctx.route = Some(route);
+        ctx.upstream = Some(up);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let up = Arc::clone(
+            ctx.upstream
+                .as_ref()
+                .ok_or_else(|| own_error(503, "no upstream"))?,
+        );
+        let idx = match (ctx.repeat_node, ctx.current) {
+            (true, Some(i)) => {
+                ctx.repeat_node = false;
+                i
+            }
+            _ => match up.pick(b"", &mut ctx.walk) {
+                Some(i) => {
+                    ctx.attempts += 1;
+                    i
+                }
+                None if ctx.attempts == 0 => return Err(own_error(502, "no node can be picked")),
+                None => {
+                    let status = ctx.failure_status();
+                    return Err(own_error(status, "no node left to try"));
+                }
+            },
+        };
+        ctx.current = Some(idx);
+        ctx.response_started = false;
+        ctx.status_retry = false;
+        ctx.close_conn = false;
+        let node = &up.nodes[idx];
+        ctx.in_flight = Some(node.state.begin());
+
+        let mut peer = Box::new(node.peer.clone());
+        if up.conf.scheme.is_tls() {
+            peer.sni = match &up.conf.pass_host {
+                PassHost::Pass => match request_host(session) {
+                    "" => node.node_sni.clone(),
+                    h => sni_for(h).to_owned(),
+                },
+                PassHost::Node => node.node_sni.clone(),
+                PassHost::Rewrite(h) => sni_for(strip_port(h)).to_owned(),
+            };
+        }
+        let t = ctx.timeout;
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.read);
+        peer.options.write_timeout = Some(t.send);
+        Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(up) = &ctx.upstream else {
+            return Ok(());
+        };
+        let pool = &up.conf.keepalive_pool;
+        if pool.idle_timeout.is_zero() {
+            ctx.close_conn = true;
+            return Ok(());
+        }
+        #[cfg(unix)]
+        {
+            let established = digest
+                .and_then(|d| d.timing_digest.first())
+                .and_then(|t| t.as_ref())
+                .map(|t| t.established_ts);
+            if let Some(ts) = established {
+                let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
+                let mut close = n >= pool.requests;
+                let open = up.pool.open();
+                if !close && open > pool.size as i64 {
+                    // Idle after this request returns = open − (busy − 1).
+                    let busy: u64 = up.nodes.iter().map(|n| n.state.in_flight()).sum();
+                    close = open - (busy as i64 - 1) > pool.size as i64;
+                }
+                if close {
+                    up.pool.forget(fd, ts);
+                    ctx.close_conn = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(up), Some(idx)) = (&ctx.upstream, ctx.current) else {
+            return Ok(());
+        };
+        let node = &up.nodes[idx];
+        match up.host_header(node) {
+            Some(h) => req.insert_header(http::header::HOST, h)?,
+            None => {
+                if req.headers.get(http::header::HOST).is_none() {
+                    // HTTP/2 clients send :authority; HTTP/1.1 upstreams need Host.
+                    let authority = req.uri.authority().map(|a| a.as_str().to_owned());
+                    match authority {
+                        Some(a) => req.insert_header(http::header::HOST, a)?,
+                        None => {
+                            req.insert_header(http::header::HOST, node.node_host_header.as_str())?
+                        }
+                    }
+                }
+            }
+        }
+        forwarded_headers(session, req)?;
+        if ctx.close_conn {
+            req.insert_header(http::header::CONNECTION, "close")?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        ctx.statuses.push(status);
+        if let Some(up) = &ctx.upstream {
+            if up.conf.retry_on_status.contains(&status)
+                && is_idempotent(&session.req_header().method)
+                && !session.as_ref().retry_buffer_truncated()
+                && ctx.may_retry()
+            {
+                ctx.status_retry = true;
+                ctx.in_flight = None;
+                let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        ctx.response_started = true;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(v) = ctx.upstream_status_header() {
+            resp.insert_header("X-Weir-Upstream-Status", v)?;
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent: every method may go to the next node.
+        ctx.attempt_failed(is_timeout(&e));
+        let retry = ctx.may_retry();
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.status_retry {
+            // The response was discarded by retry_on_status; the decision is already made.
+            ctx.status_retry = false;
+            e.set_retry(true);
+            return e;
+        }
+        if ctx.response_started || *e.esource() == ErrorSource::Downstream {
+            // The response is being relayed (or the client went away): never retried.
+            ctx.in_flight = None;
+            e.set_retry(false);
+            return e;
+        }
+        let idempotent = is_idempotent(&session.req_header().method);
+        let truncated = session.as_ref().retry_buffer_truncated();
+        let timed_out = is_timeout(&e);
+        // A pooled connection that died before any response byte: one free retry on the
+        // same node, not counted as an attempt.
+        if client_reused
+            && matches!(e.retry, RetryType::ReusedOnly)
+            && idempotent
+            && !truncated
+            && !ctx.stale_retry_used
+        {
+            ctx.stale_retry_used = true;
+            ctx.repeat_node = true;
+            ctx.in_flight = None;
+            e.set_retry(true);
+            return e;
+        }
+        ctx.attempt_failed(timed_out);
+        let retry = idempotent && !truncated && !is_malformed_response(&e) && ctx.may_retry();
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) if *c >= 400 => *c,
+            _ => match e.esource() {
+                ErrorSource::Upstream => ctx.failure_status(),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                _ if ctx.attempts > 0 => ctx.failure_status(),
+                _ => 500,
+            },
+        };
+        ctx.in_flight = None;
+        if code > 0 && session.response_written().is_none() {
+            let body = match code {
+                502 => r#"{"error_msg":"502 Bad Gateway"}"#,
+                503 => r#"{"error_msg":"503 Service Unavailable"}"#,
+                504 => r#"{"error_msg":"504 Gateway Timeout"}"#,
+                400 => r#"{"error_msg":"400 Bad Request"}"#,
+                _ => r#"{"error_msg":"internal error"}"#,
+            };
+            let status_list = ctx.upstream_status_header();
+            if let Err(we) = respond_json(session, code, body, status_list.as_deref()).await {
+                log::debug!("cannot send error response: {we}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.in_flight = None;
+    }
+}
+
+/// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+/// `X-Forwarded-Port`, as APISIX sets them.
+fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
+    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
+        let ip = client.ip().to_string();
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        req.insert_header("X-Forwarded-For", xff)?;
+        req.insert_header("X-Real-IP", ip)?;
+    }
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    req.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+    let host = request_host(session).to_owned();
+    if !host.is_empty() {
+        req.insert_header("X-Forwarded-Host", host)?;
+    }
+    if let Some(local) = session.server_addr().and_then(|a| a.as_inet()) {
+        req.insert_header("X-Forwarded-Port", local.port().to_string())?;
+    }
+    Ok(())
+}

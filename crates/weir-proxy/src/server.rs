@@ -1,0 +1,64 @@
+//! Building and running a Pingora `Server` for a Weir configuration.
+
+use crate::proxy::{SnapshotHandle, WeirProxy};
+use async_trait::async_trait;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use std::sync::Arc;
+use weir_config::Config;
+
+/// Pingora process settings from Weir's `server` block.
+pub fn server_conf(cfg: &Config) -> ServerConf {
+    let s = &cfg.server;
+    ServerConf {
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        // Weir counts attempts itself (`retries`); Pingora's cap must never cut them short.
+        max_retries: usize::MAX,
+        ..ServerConf::default()
+    }
+}
+
+/// A Pingora server with Weir's proxy on every `server.listen` address, serving `handle`.
+pub fn build_server(cfg: &Config, opt: Option<Opt>, handle: Arc<SnapshotHandle>) -> Server {
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
+    server.bootstrap();
+    let mut proxy =
+        http_proxy_service_with_name(&server.configuration, WeirProxy::new(handle), "weir");
+    for addr in &cfg.server.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy);
+    server
+}
+
+/// A shutdown trigger for running a server in-process (tests, embedding).
+#[derive(Clone, Default)]
+pub struct ShutdownTrigger(Arc<tokio::sync::Notify>);
+
+impl ShutdownTrigger {
+    /// Ask the server to stop at once.
+    pub fn fire(&self) {
+        self.0.notify_one();
+    }
+
+    /// Run arguments whose shutdown signal is this trigger.
+    pub fn run_args(&self) -> RunArgs {
+        RunArgs {
+            shutdown_signal: Box::new(self.clone()),
+        }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for ShutdownTrigger {
+    async fn recv(&self) -> ShutdownSignal {
+        self.0.notified().await;
+        ShutdownSignal::FastShutdown
+    }
+}

@@ -1,0 +1,229 @@
+//! The immutable, compiled configuration the data path serves, and its compilation from a
+//! validated [`Resources`]. State that must outlive a snapshot (per-node counters, round-robin
+//! cycles, pool accounting) is looked up in [`Tables`], so unchanged nodes keep it.
+
+use crate::pool::PoolState;
+use crate::router::Router;
+use crate::upstream::{
+    group_key, node_host_header, sni_for, Level, LevelState, NodeRuntime, UpstreamRuntime,
+};
+use log::warn;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use weir_balance::{NodeState, SmoothWeighted, StateTable};
+use weir_config::{Id, LbType, Plugins, Resources, Targets, Timeout, Upstream};
+
+/// State shared across snapshots, keyed by upstream key and node or level identity.
+#[derive(Debug, Default)]
+pub struct Tables {
+    nodes: StateTable<(String, String, u16), NodeState>,
+    levels: StateTable<(String, i64), LevelState>,
+    pools: StateTable<String, PoolState>,
+}
+
+impl Tables {
+    fn prune(&self) {
+        self.nodes.prune();
+        self.levels.prune();
+        self.pools.prune();
+    }
+}
+
+/// A route ready to serve.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    pub id: Id,
+    /// `None`: neither the route nor its service names an upstream (503).
+    pub upstream: Option<Arc<UpstreamRuntime>>,
+    pub timeout: Option<Timeout>,
+    /// The route's plugins merged over its service's.
+    pub plugins: Plugins,
+}
+
+/// One compiled configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub(crate) router: Router<Arc<RouteRuntime>>,
+    /// Every compiled upstream by key (`upstreams/u1`, `routes/r1`, `services/s1`).
+    pub upstreams: HashMap<String, Arc<UpstreamRuntime>>,
+}
+
+impl Snapshot {
+    /// An empty snapshot: every request gets 404.
+    pub fn empty() -> Self {
+        Snapshot {
+            router: Router::new(std::iter::empty()),
+            upstreams: HashMap::new(),
+        }
+    }
+
+    /// Compile validated resources, reusing per-node state from `tables`.
+    pub fn compile(res: &Resources, tables: &Tables) -> Snapshot {
+        let mut upstreams: HashMap<String, Arc<UpstreamRuntime>> = HashMap::new();
+        for u in &res.upstreams {
+            if let Some(id) = &u.id {
+                let key = format!("upstreams/{id}");
+                upstreams.insert(key.clone(), Arc::new(compile_upstream(key, u, tables)));
+            }
+        }
+        let mut services = HashMap::new();
+        for s in &res.services {
+            let up = match (&s.upstream, &s.upstream_id) {
+                (Some(inline), _) => {
+                    let key = format!("services/{}", s.id);
+                    let rt = Arc::new(compile_upstream(key.clone(), inline, tables));
+                    upstreams.insert(key, Arc::clone(&rt));
+                    Some(rt)
+                }
+                (None, Some(id)) => upstreams.get(&format!("upstreams/{id}")).cloned(),
+                (None, None) => None,
+            };
+            services.insert(s.id.clone(), (s, up));
+        }
+        let mut compiled_routes = Vec::with_capacity(res.routes.len());
+        for r in &res.routes {
+            let service = r.service_id.as_ref().and_then(|id| services.get(id));
+            let upstream = if let Some(inline) = &r.upstream {
+                let key = format!("routes/{}", r.id);
+                let rt = Arc::new(compile_upstream(key.clone(), inline, tables));
+                upstreams.insert(key, Arc::clone(&rt));
+                Some(rt)
+            } else if let Some(id) = &r.upstream_id {
+                upstreams.get(&format!("upstreams/{id}")).cloned()
+            } else {
+                service.and_then(|(_, up)| up.clone())
+            };
+            let plugins = match service {
+                Some((s, _)) => r.plugins.merged_over(&s.plugins),
+                None => r.plugins.clone(),
+            };
+            compiled_routes.push((
+                r,
+                Arc::new(RouteRuntime {
+                    id: r.id.clone(),
+                    upstream,
+                    timeout: r.timeout,
+                    plugins,
+                }),
+            ));
+        }
+        let router = Router::new(compiled_routes);
+        tables.prune();
+        Snapshot { router, upstreams }
+    }
+
+    /// The best route for a request (see [`Router::find`]).
+    pub fn route(
+        &self,
+        host: &str,
+        path: &str,
+        method: &http::Method,
+    ) -> Option<&Arc<RouteRuntime>> {
+        self.router.find(host, path, method)
+    }
+}
+
+/// Resolve a node host to one address: IP literals directly, names through the system
+/// resolver (first address). `None` leaves the node out.
+fn resolve(host: &str, ip: Option<std::net::IpAddr>, port: u16) -> Option<SocketAddr> {
+    if let Some(ip) = ip {
+        return Some(SocketAddr::new(ip, port));
+    }
+    match (host, port).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next(),
+        Err(e) => {
+            warn!("node {host}:{port}: cannot resolve ({e}); left out");
+            None
+        }
+    }
+}
+
+fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRuntime {
+    if conf.lb != LbType::RoundRobin {
+        warn!(
+            "{key}: type {:?} is not implemented yet; balancing with roundrobin",
+            conf.lb
+        );
+    }
+    let pool = tables
+        .pools
+        .get_or_insert(key.clone(), |_| true, PoolState::default);
+    let gk = group_key(&key, conf);
+    let tls = conf.scheme.is_tls();
+
+    // Levels: highest priority first; configured order within a level.
+    let static_nodes = match &conf.targets {
+        Targets::Nodes(n) => n.as_slice(),
+        Targets::Discovery(_) => &[],
+    };
+    let mut order: Vec<usize> = (0..static_nodes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(static_nodes[i].priority));
+
+    let mut nodes = Vec::with_capacity(order.len());
+    let mut levels: Vec<Level> = Vec::new();
+    for i in order {
+        let n = &static_nodes[i];
+        let Some(addr) = resolve(&n.host, n.ip, n.port) else {
+            continue;
+        };
+        let state = tables.nodes.get_or_insert(
+            (key.clone(), n.host.to_ascii_lowercase(), n.port),
+            |_| true,
+            NodeState::default,
+        );
+        let node_sni = sni_for(&n.host).to_owned();
+        let mut peer = HttpPeer::new(addr, tls, node_sni.clone());
+        peer.group_key = gk;
+        peer.options.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
+        peer.options.tracer = Some(pool.tracer());
+        peer.options.verify_cert = conf.tls.verify;
+        peer.options.verify_hostname = conf.tls.verify;
+        match levels.last_mut() {
+            Some(l) if l.priority == n.priority => l.end += 1,
+            _ => levels.push(Level {
+                priority: n.priority,
+                start: nodes.len(),
+                end: nodes.len() + 1,
+                state: Arc::new(LevelState {
+                    nodes: Vec::new(),
+                    selector: SmoothWeighted::new(&[]),
+                }),
+            }),
+        }
+        nodes.push(NodeRuntime {
+            host: n.host.clone(),
+            port: n.port,
+            addr,
+            weight: n.weight,
+            node_host_header: node_host_header(&n.host, n.port, conf.scheme),
+            node_sni,
+            state,
+            peer,
+        });
+    }
+    // Attach each level's round-robin state: kept while its nodes and weights are unchanged.
+    for level in &mut levels {
+        let members: Vec<(String, u16, u32)> = nodes[level.start..level.end]
+            .iter()
+            .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
+            .collect();
+        let weights: Vec<u64> = members.iter().map(|m| m.2 as u64).collect();
+        level.state = tables.levels.get_or_insert(
+            (key.clone(), level.priority),
+            |old| old.nodes == members,
+            || LevelState {
+                selector: SmoothWeighted::new(&weights),
+                nodes: members.clone(),
+            },
+        );
+    }
+    UpstreamRuntime {
+        key,
+        conf: conf.clone(),
+        nodes,
+        levels,
+        pool,
+    }
+}

@@ -1,0 +1,157 @@
+//! An upstream compiled for the data path: nodes grouped into priority levels, each node with
+//! its shared state and a ready-made Pingora peer, and the selection walk of SEMANTICS.md §3.4
+//! and §4.5 (tried set, level descent, single-node rule).
+
+use crate::pool::PoolState;
+use pingora::upstreams::peer::HttpPeer;
+use smallvec::SmallVec;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use weir_balance::{LevelSelector, NodeState, SmoothWeighted};
+use weir_config::{PassHost, Scheme, Upstream};
+
+/// One node of a compiled upstream.
+#[derive(Debug)]
+pub struct NodeRuntime {
+    /// Host as configured (`10.0.0.1`, `api.internal`, `[::1]`).
+    pub host: String,
+    pub port: u16,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// `Host` for `pass_host: node`: host, plus `:port` unless it is the scheme default.
+    pub node_host_header: String,
+    /// SNI for `pass_host: node`: the host name, or empty for an IP literal.
+    pub node_sni: String,
+    pub state: Arc<NodeState>,
+    /// Peer with everything but the per-request parts (SNI under `pass`, timeouts).
+    pub peer: HttpPeer,
+}
+
+/// Round-robin state of one level, kept across reloads while its nodes and weights stay.
+#[derive(Debug)]
+pub struct LevelState {
+    pub nodes: Vec<(String, u16, u32)>,
+    pub selector: SmoothWeighted,
+}
+
+#[derive(Debug)]
+pub struct Level {
+    pub priority: i64,
+    /// Nodes `start..end` of the upstream's node list.
+    pub start: usize,
+    pub end: usize,
+    pub state: Arc<LevelState>,
+}
+
+/// A compiled upstream.
+#[derive(Debug)]
+pub struct UpstreamRuntime {
+    /// `upstreams/<id>`, `routes/<id>` or `services/<id>`.
+    pub key: String,
+    pub conf: Upstream,
+    /// All nodes, highest priority level first, configured order within a level.
+    pub nodes: Vec<NodeRuntime>,
+    pub levels: Vec<Level>,
+    pub pool: Arc<PoolState>,
+}
+
+/// Per-request selection state: the current level and the nodes tried at it.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub level: usize,
+    pub tried: SmallVec<[u32; 4]>,
+}
+
+impl UpstreamRuntime {
+    /// Attempts allowed for one request: `1 + retries`, `retries` defaulting to the node
+    /// count − 1.
+    pub fn max_attempts(&self) -> u32 {
+        let retries = self
+            .conf
+            .retries
+            .unwrap_or_else(|| self.nodes.len().saturating_sub(1) as u32);
+        retries.saturating_add(1)
+    }
+
+    fn eligible(&self, walk: &Walk, idx: usize) -> bool {
+        !walk.tried.contains(&(idx as u32))
+    }
+
+    /// Pick the next node for this request, walking down the levels as they run out.
+    pub fn pick(&self, key: &[u8], walk: &mut Walk) -> Option<usize> {
+        if self.nodes.len() == 1 {
+            // Single-node upstream: no tried set, every retry goes to the node.
+            return Some(0);
+        }
+        while let Some(level) = self.levels.get(walk.level) {
+            let start = level.start;
+            let chosen = level
+                .state
+                .selector
+                .select(key, &|i| self.eligible(walk, start + i));
+            if let Some(i) = chosen {
+                let idx = start + i;
+                walk.tried.push(idx as u32);
+                return Some(idx);
+            }
+            walk.level += 1;
+            walk.tried.clear();
+        }
+        None
+    }
+
+    /// Whether [`pick`](Self::pick) would find another node, without moving any state.
+    pub fn has_candidate(&self, walk: &Walk) -> bool {
+        if self.nodes.len() == 1 {
+            return true;
+        }
+        match self.levels.get(walk.level) {
+            Some(level) => {
+                (level.start..level.end).any(|i| self.eligible(walk, i))
+                    || walk.level + 1 < self.levels.len()
+            }
+            None => false,
+        }
+    }
+
+    /// `Host` to send for this node, or `None` to pass the client's.
+    pub fn host_header<'a>(&'a self, node: &'a NodeRuntime) -> Option<&'a str> {
+        match &self.conf.pass_host {
+            PassHost::Pass => None,
+            PassHost::Node => Some(&node.node_host_header),
+            PassHost::Rewrite(h) => Some(h),
+        }
+    }
+}
+
+/// The pool-isolation key of an upstream: connections never cross upstreams or TLS settings.
+pub fn group_key(key: &str, conf: &Upstream) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    conf.tls.verify.hash(&mut h);
+    for ca in &conf.tls.ca_certificates {
+        ca.hash(&mut h);
+    }
+    format!("{:?}", conf.tls.client_cert).hash(&mut h);
+    h.finish()
+}
+
+/// `Host` value for `pass_host: node`.
+pub fn node_host_header(host: &str, port: u16, scheme: Scheme) -> String {
+    if port == scheme.default_port() {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// SNI for a host value (port already removed): none for IP literals.
+pub fn sni_for(host: &str) -> &str {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        ""
+    } else {
+        host
+    }
+}

@@ -1,0 +1,223 @@
+//! A real HTTP/1.1 backend: thread per connection, keepalive, and switchable behaviour.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// How the backend answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// 200 with the backend's name as body and `X-Node` header.
+    Ok,
+    /// This status, body = name.
+    Status(u16),
+    /// Wait, then answer 200.
+    Delay(Duration),
+    /// Read the request, then close the connection without answering.
+    Drop,
+    /// Read the request and never answer (until stopped).
+    Hang,
+}
+
+/// What the backend saw of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// Lower-cased header names.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+struct Shared {
+    name: String,
+    mode: Mutex<Mode>,
+    hits: AtomicU64,
+    conns: AtomicU64,
+    stopped: AtomicBool,
+    seen: Mutex<Vec<Seen>>,
+    open: Mutex<Vec<TcpStream>>,
+}
+
+/// A running backend. Dropping it stops it.
+pub struct Backend {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Backend {
+    /// Start a backend named `name` on an ephemeral port.
+    pub fn start(name: &str) -> Backend {
+        Self::start_on(name, "127.0.0.1:0")
+    }
+
+    /// Start a backend on a given address (e.g. to bring a stopped node back on its port).
+    pub fn start_on(name: &str, addr: &str) -> Backend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            mode: Mutex::new(Mode::Ok),
+            hits: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            seen: Mutex::new(Vec::new()),
+            open: Mutex::new(Vec::new()),
+        });
+        let s = Arc::clone(&shared);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                if s.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                s.conns.fetch_add(1, Ordering::SeqCst);
+                if let Ok(c) = stream.try_clone() {
+                    s.open.lock().expect("lock").push(c);
+                }
+                let s2 = Arc::clone(&s);
+                thread::spawn(move || serve(stream, s2));
+            }
+        });
+        Backend { addr, shared }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn set_mode(&self, m: Mode) {
+        *self.shared.mode.lock().expect("lock") = m;
+    }
+
+    /// Requests answered or dropped so far.
+    pub fn hits(&self) -> u64 {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.conns.load(Ordering::SeqCst)
+    }
+
+    /// Every request seen, oldest first.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().expect("lock").clone()
+    }
+
+    /// Stop listening and close every connection (the port then refuses connections).
+    pub fn stop(&self) {
+        if self.shared.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // Wake the accept loop so it sees the flag and drops the listener.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        for c in self.shared.open.lock().expect("lock").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        // Wait until the port refuses connections.
+        for _ in 0..200 {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(50)).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let target = parts.next()?.to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Seen {
+        method,
+        target,
+        headers,
+        body,
+    })
+}
+
+fn serve(stream: TcpStream, s: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut w) = stream.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::new(stream);
+    while let Some(req) = read_request(&mut r) {
+        if s.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        s.hits.fetch_add(1, Ordering::SeqCst);
+        let close = req
+            .headers
+            .get("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        s.seen.lock().expect("lock").push(req);
+        let mode = s.mode.lock().expect("lock").clone();
+        let status = match mode {
+            Mode::Ok => 200,
+            Mode::Status(c) => c,
+            Mode::Delay(d) => {
+                thread::sleep(d);
+                200
+            }
+            Mode::Drop => return,
+            Mode::Hang => {
+                while !s.stopped.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+        };
+        let body = s.name.as_bytes();
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nX-Node: {}\r\n{}\r\n",
+            body.len(),
+            s.name,
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        let mut out = head.into_bytes();
+        out.extend_from_slice(body);
+        if w.write_all(&out).is_err() || close {
+            return;
+        }
+    }
+}

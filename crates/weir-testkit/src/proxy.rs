@@ -1,0 +1,70 @@
+//! Weir's proxy running in-process on an ephemeral port, with its snapshot handle exposed so
+//! tests can swap configurations.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use weir_proxy::server::{build_server, ShutdownTrigger};
+use weir_proxy::SnapshotHandle;
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub handle: Arc<SnapshotHandle>,
+    trigger: ShutdownTrigger,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Validate `yaml` (its `server.listen` is replaced by an ephemeral port) and serve it.
+    pub fn start(yaml: &str) -> TestProxy {
+        let mut cfg = match weir_config::parse_yaml(yaml) {
+            Ok(l) => l.config,
+            Err(e) => panic!("test config invalid:\n{e}"),
+        };
+        let port = crate::free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        cfg.server.listen = vec![addr];
+        cfg.server.threads = 2;
+        let dir = std::env::temp_dir().join(format!("weir-test-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        cfg.server.pid_file = dir.join("weir.pid").display().to_string();
+        cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
+        let handle = SnapshotHandle::new(&cfg.resources);
+        let server = build_server(&cfg, None, Arc::clone(&handle));
+        let trigger = ShutdownTrigger::default();
+        let t = trigger.clone();
+        let thread = std::thread::spawn(move || server.run(t.run_args()));
+        let up = crate::wait_for(Duration::from_secs(10), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        });
+        assert!(up.is_some(), "proxy did not start listening on {addr}");
+        TestProxy {
+            addr,
+            handle,
+            trigger,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn client(&self) -> crate::Client {
+        crate::Client::new(self.addr)
+    }
+
+    /// Validate `yaml` and swap its resources in.
+    pub fn apply(&self, yaml: &str) {
+        match weir_config::parse_yaml(yaml) {
+            Ok(l) => self.handle.apply(&l.config.resources),
+            Err(e) => panic!("test config invalid:\n{e}"),
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.trigger.fire();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
