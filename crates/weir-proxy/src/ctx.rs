@@ -1,5 +1,6 @@
 //! Per-request state carried across Pingora's phases and retry attempts.
 
+use crate::pool::Busy;
 use crate::snapshot::RouteRuntime;
 use crate::upstream::{UpstreamRuntime, Walk};
 use smallvec::SmallVec;
@@ -22,8 +23,8 @@ pub struct RequestCtx {
     pub deadline: Option<Instant>,
     /// Node of the current attempt.
     pub current: Option<usize>,
-    /// The current attempt's in-flight count; dropped when the attempt ends.
-    pub in_flight: Option<InFlight>,
+    /// The current attempt's in-flight counts (node, upstream); dropped when it ends.
+    pub in_flight: Option<(InFlight, Busy)>,
     /// Status of every attempt, in order (`X-Weir-Upstream-Status`); 502/504 for attempts
     /// without a response.
     pub statuses: SmallVec<[u16; 4]>,

@@ -4,17 +4,17 @@
 //! `server.upstream_keepalive_pool_size`) and has no per-upstream bound and no per-connection
 //! request limit. Weir adds both on top, per upstream key:
 //!
-//! - **open connections** are counted with a Pingora peer `Tracer` (called on connect and
-//!   when the stream is dropped);
-//! - **requests per connection** are counted per `(fd, established time)` of the connection,
-//!   seen in `connected_to_upstream`;
-//! - when this request is a connection's last allowed one, or when returning the connection
-//!   would leave more than `size` idle connections (open − busy), the request is sent with
-//!   `Connection: close`, so Pingora does not pool the connection.
+//! - **`size`**: Pingora decides whether to pool a connection from the peer fixed when the
+//!   attempt started, so the bound is applied at dispatch: each upstream counts its busy
+//!   attempts, and an attempt that starts while `size` others are busy is sent with
+//!   `Connection: close`. After any burst at most about `size` connections go back to the pool;
+//!   busy connections are not limited;
+//! - **`requests`**: requests are counted per connection, keyed by `(fd, established time)` as
+//!   seen in `connected_to_upstream`; the last allowed request is sent with
+//!   `Connection: close`, so Pingora closes the connection after it.
 
-use pingora::upstreams::peer::{Tracer, Tracing};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,36 +31,26 @@ struct ConnUse {
 /// Pool accounting of one upstream key; survives reloads like the pool itself.
 #[derive(Debug, Default)]
 pub struct PoolState {
-    open: Arc<AtomicI64>,
+    busy: AtomicU64,
     shards: [Mutex<HashMap<(i32, SystemTime), ConnUse>>; SHARDS],
 }
 
-#[derive(Debug, Clone)]
-struct OpenConnections(Arc<AtomicI64>);
+/// One busy attempt on an upstream; dropping it releases the count.
+#[derive(Debug)]
+pub struct Busy(Arc<PoolState>);
 
-impl Tracing for OpenConnections {
-    fn on_connected(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn on_disconnected(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn boxed_clone(&self) -> Box<dyn Tracing> {
-        Box::new(self.clone())
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl PoolState {
-    /// The tracer to put on every peer of this upstream.
-    pub fn tracer(&self) -> Tracer {
-        Tracer(Box::new(OpenConnections(Arc::clone(&self.open))))
-    }
-
-    /// Connections to this upstream currently open (busy or idle).
-    pub fn open(&self) -> i64 {
-        self.open.load(Ordering::Relaxed)
+    /// Count an attempt as busy; returns the guard and how many attempts are busy now,
+    /// this one included.
+    pub fn begin(self: &Arc<Self>) -> (Busy, u64) {
+        let n = self.busy.fetch_add(1, Ordering::Relaxed) + 1;
+        (Busy(Arc::clone(self)), n)
     }
 
     /// Count a request on connection `(fd, established)`; returns how many requests the
@@ -116,10 +106,15 @@ mod tests {
         assert_eq!(p.count_request(7, t, false, idle), 1);
         p.forget(7, t);
         assert_eq!(p.count_request(7, t, true, idle), 1);
-        let tr = p.tracer();
-        tr.0.on_connected();
-        assert_eq!(p.open(), 1);
-        tr.0.on_disconnected();
-        assert_eq!(p.open(), 0);
+    }
+
+    #[test]
+    fn counts_busy_attempts() {
+        let p = Arc::new(PoolState::default());
+        let (a, n1) = p.begin();
+        let (_b, n2) = p.begin();
+        assert_eq!((n1, n2), (1, 2));
+        drop(a);
+        assert_eq!(p.begin().1, 2);
     }
 }

@@ -158,9 +158,11 @@ impl ProxyHttp for WeirProxy {
         ctx.current = Some(idx);
         ctx.response_started = false;
         ctx.status_retry = false;
-        ctx.close_conn = false;
         let node = &up.nodes[idx];
-        ctx.in_flight = Some(node.state.begin());
+        let (busy, busy_now) = up.pool.begin();
+        // More than `size` attempts busy: this connection must not go back to the pool.
+        ctx.close_conn = busy_now > up.conf.keepalive_pool.size as u64;
+        ctx.in_flight = Some((node.state.begin(), busy));
 
         let mut peer = Box::new(node.peer.clone());
         if up.conf.scheme.is_tls() {
@@ -207,14 +209,7 @@ impl ProxyHttp for WeirProxy {
                 .map(|t| t.established_ts);
             if let Some(ts) = established {
                 let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
-                let mut close = n >= pool.requests;
-                let open = up.pool.open();
-                if !close && open > pool.size as i64 {
-                    // Idle after this request returns = open − (busy − 1).
-                    let busy: u64 = up.nodes.iter().map(|n| n.state.in_flight()).sum();
-                    close = open - (busy as i64 - 1) > pool.size as i64;
-                }
-                if close {
+                if n >= pool.requests || ctx.close_conn {
                     up.pool.forget(fd, ts);
                     ctx.close_conn = true;
                 }

@@ -177,7 +177,6 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         let mut peer = HttpPeer::new(addr, tls, node_sni.clone());
         peer.group_key = gk;
         peer.options.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
-        peer.options.tracer = Some(pool.tracer());
         peer.options.verify_cert = conf.tls.verify;
         peer.options.verify_hostname = conf.tls.verify;
         match levels.last_mut() {

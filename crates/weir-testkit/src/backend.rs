@@ -199,7 +199,10 @@ fn serve(stream: TcpStream, s: Arc<Shared>) {
                 thread::sleep(d);
                 200
             }
-            Mode::Drop => return,
+            Mode::Drop => {
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                return;
+            }
             Mode::Hang => {
                 while !s.stopped.load(Ordering::SeqCst) {
                     thread::sleep(Duration::from_millis(20));

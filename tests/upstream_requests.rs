@@ -1,0 +1,131 @@
+//! What the upstream receives: Host per pass_host, forwarded headers, and timeouts.
+
+use std::time::Duration;
+use weir_testkit::{free_port, Backend, Mode, TestProxy};
+
+fn last_host(b: &Backend) -> String {
+    b.seen()
+        .last()
+        .and_then(|s| s.headers.get("host").cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pass_host_modes() {
+    let b = Backend::start("b");
+    let p = TestProxy::start(&format!(
+        "routes:
+  - {{id: pass, uri: /pass, upstream: {{nodes: {{\"{a}\": 1}}}}}}
+  - {{id: node, uri: /node, upstream: {{pass_host: node, nodes: [{{host: localhost, port: {port}, weight: 1}}]}}}}
+  - {{id: node-ip, uri: /node-ip, upstream: {{pass_host: node, nodes: {{\"{a}\": 1}}}}}}
+  - {{id: rewrite, uri: /rewrite, upstream: {{pass_host: rewrite, upstream_host: api.internal, nodes: {{\"{a}\": 1}}}}}}
+",
+        a = b.addr,
+        port = b.port()
+    ));
+    let mut c = p.client();
+    c.request("GET", "/pass", &[("Host", "foo.com:9080")], b"")
+        .expect("pass");
+    assert_eq!(last_host(&b), "foo.com:9080");
+    c.request("GET", "/node", &[("Host", "foo.com")], b"")
+        .expect("node");
+    assert_eq!(last_host(&b), format!("localhost:{}", b.port()));
+    c.request("GET", "/node-ip", &[("Host", "foo.com")], b"")
+        .expect("node-ip");
+    assert_eq!(last_host(&b), b.addr.to_string());
+    c.request("GET", "/rewrite", &[("Host", "foo.com")], b"")
+        .expect("rewrite");
+    assert_eq!(last_host(&b), "api.internal");
+}
+
+#[test]
+fn node_host_is_recomputed_for_each_attempt() {
+    let b = Backend::start("b");
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{pass_host: node, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1, priority: 1}}, {{host: localhost, port: {port}, weight: 1}}]}}}}]\n",
+        dead = free_port(),
+        port = b.port()
+    ));
+    let r = p.client().get("/").expect("req");
+    assert_eq!(r.status, 200);
+    assert_eq!(last_host(&b), format!("localhost:{}", b.port()));
+}
+
+#[test]
+fn forwarded_headers_are_set() {
+    let b = Backend::start("b");
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
+        b.addr
+    ));
+    p.client()
+        .request(
+            "GET",
+            "/x?y=1",
+            &[("Host", "shop.test:8080"), ("X-Forwarded-For", "10.1.1.1")],
+            b"",
+        )
+        .expect("req");
+    let seen = b.seen().pop().expect("seen");
+    assert_eq!(
+        seen.target, "/x?y=1",
+        "path and query are forwarded unchanged"
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-for").map(String::as_str),
+        Some("10.1.1.1, 127.0.0.1")
+    );
+    assert_eq!(
+        seen.headers.get("x-real-ip").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-host").map(String::as_str),
+        Some("shop.test")
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-port").map(String::as_str),
+        Some(p.addr.port().to_string().as_str())
+    );
+}
+
+#[test]
+fn route_timeout_replaces_the_upstreams() {
+    let slow = Backend::start("slow");
+    slow.set_mode(Mode::Delay(Duration::from_millis(600)));
+    let p = TestProxy::start(&format!(
+        "routes:
+  - {{id: short, uri: /short, timeout: {{connect: 1, send: 1, read: 0.2}}, upstream_id: u}}
+  - {{id: default, uri: /default, upstream_id: u}}
+upstreams:
+  - {{id: u, timeout: {{connect: 1, send: 1, read: 5}}, nodes: {{\"{}\": 1}}}}
+",
+        slow.addr
+    ));
+    let mut c = p.client();
+    assert_eq!(c.get("/short").expect("short").status, 504);
+    assert_eq!(c.get("/default").expect("default").status, 200);
+}
+
+#[test]
+fn request_bodies_reach_the_upstream() {
+    let b = Backend::start("b");
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
+        b.addr
+    ));
+    let r = p
+        .client()
+        .request("POST", "/submit", &[], b"hello body")
+        .expect("post");
+    assert_eq!(r.status, 200);
+    let seen = b.seen().pop().expect("seen");
+    assert_eq!(
+        (seen.method.as_str(), seen.body.as_slice()),
+        ("POST", &b"hello body"[..])
+    );
+}
