@@ -9,9 +9,9 @@ TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 build:
 	$(CARGO) build --release --workspace --bins
 
-## run: build Weir and start it on $(CONF) with the local demo backends
+## run: build Weir and start it on $(CONF) with three local demo backends
 run:
-	$(CARGO) build --release --bins
+	$(CARGO) build --bin weir --bin weir-demo-backend
 	./scripts/run-demo.sh $(CONF)
 
 ## test: every unit, golden and end-to-end test

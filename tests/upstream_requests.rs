@@ -129,3 +129,58 @@ fn request_bodies_reach_the_upstream() {
         ("POST", &b"hello body"[..])
     );
 }
+
+mod https {
+    use super::*;
+    use std::net::IpAddr;
+    use weir_testkit::pki::TestCa;
+    use weir_testkit::TlsConfig;
+
+    fn tls_backend(name: &str) -> Backend {
+        let ca = TestCa::new("test ca");
+        let id = ca.issue(
+            "backend",
+            &["backend.test", "localhost"],
+            &["127.0.0.1".parse::<IpAddr>().unwrap()],
+            false,
+        );
+        Backend::start_tls(
+            name,
+            TlsConfig {
+                identity: id,
+                require_client_ca: None,
+            },
+        )
+    }
+
+    #[test]
+    fn https_upstream_with_sni_per_pass_host() {
+        let b = tls_backend("secure");
+        let p = TestProxy::start(&format!(
+            "routes:
+  - {{id: pass, uri: /pass, upstream: {{scheme: https, nodes: {{\"{a}\": 1}}}}}}
+  - {{id: rewrite, uri: /rewrite, upstream: {{scheme: https, pass_host: rewrite, upstream_host: backend.test, nodes: {{\"{a}\": 1}}}}}}
+  - {{id: node-ip, uri: /node-ip, upstream: {{scheme: https, pass_host: node, nodes: {{\"{a}\": 1}}}}}}
+  - {{id: node-name, uri: /node-name, upstream: {{scheme: https, pass_host: node, nodes: [{{host: localhost, port: {port}, weight: 1}}]}}}}
+",
+            a = b.addr,
+            port = b.port()
+        ));
+        let mut c = p.client();
+        let sni = |c: &mut weir_testkit::Client, path: &str, host: &str| {
+            let r = c.request("GET", path, &[("Host", host)], b"").expect("req");
+            assert_eq!((r.status, r.body.as_str()), (200, "secure"), "{path}");
+            b.seen().last().and_then(|s| s.sni.clone())
+        };
+        // pass: the client's host name, port removed.
+        assert_eq!(
+            sni(&mut c, "/pass", "shop.example.com:9080"),
+            Some("shop.example.com".into())
+        );
+        // An IP literal as host: no SNI.
+        assert_eq!(sni(&mut c, "/pass", "127.0.0.1"), None);
+        assert_eq!(sni(&mut c, "/rewrite", "x"), Some("backend.test".into()));
+        assert_eq!(sni(&mut c, "/node-ip", "x"), None);
+        assert_eq!(sni(&mut c, "/node-name", "x"), Some("localhost".into()));
+    }
+}

@@ -2,8 +2,12 @@
 //! validates the configuration and hands over to the proxy.
 
 use clap::Parser;
+use pingora::server::configuration::Opt;
+use pingora::server::RunArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use weir_proxy::server::build_server;
+use weir_proxy::SnapshotHandle;
 
 /// Weir: a programmable HTTP proxy on Pingora with APISIX-compatible upstreams.
 #[derive(Debug, Parser)]
@@ -56,7 +60,26 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    let _ = (cli.daemon, cli.upgrade);
-    eprintln!("weir: serving traffic is not implemented in this build yet; use -t to validate");
-    ExitCode::FAILURE
+    run(&cli, loaded.config)
+}
+
+/// Serve `config` until a signal stops the process: SIGTERM drains gracefully, SIGINT stops at
+/// once, SIGQUIT hands the listeners to a process started with `-u`.
+fn run(cli: &Cli, config: weir_config::Config) -> ExitCode {
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let handle = SnapshotHandle::new(&config.resources);
+    let server = build_server(&config, Some(opt), handle);
+    log::info!(
+        "weir {} serving {} route(s) on {:?} from {}",
+        env!("CARGO_PKG_VERSION"),
+        config.resources.routes.len(),
+        config.server.listen,
+        cli.config.display()
+    );
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
 }

@@ -31,6 +31,35 @@ pub struct Seen {
     /// Lower-cased header names.
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// TLS backends: the SNI the client sent.
+    pub sni: Option<String>,
+    /// TLS backends: the common name of the client certificate, if one was presented.
+    pub client_cert: Option<String>,
+}
+
+/// TLS settings of a backend: its identity, and optionally a CA whose client certificates it
+/// requires (mTLS).
+#[derive(Clone)]
+pub struct TlsConfig {
+    pub identity: crate::pki::Identity,
+    pub require_client_ca: Option<openssl::x509::X509>,
+}
+
+impl TlsConfig {
+    fn acceptor(&self) -> openssl::ssl::SslAcceptor {
+        use openssl::ssl::{SslAcceptor, SslMethod, SslVerifyMode};
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+        b.set_certificate(&self.identity.cert).expect("cert");
+        b.set_private_key(&self.identity.key).expect("key");
+        if let Some(ca) = &self.require_client_ca {
+            let mut store = openssl::x509::store::X509StoreBuilder::new().expect("store");
+            store.add_cert(ca.clone()).expect("ca");
+            b.set_verify_cert_store(store.build())
+                .expect("verify store");
+            b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+        b.build()
+    }
 }
 
 struct Shared {
@@ -57,6 +86,16 @@ impl Backend {
 
     /// Start a backend on a given address (e.g. to bring a stopped node back on its port).
     pub fn start_on(name: &str, addr: &str) -> Backend {
+        Self::start_with(name, addr, None)
+    }
+
+    /// Start an HTTPS backend on an ephemeral port.
+    pub fn start_tls(name: &str, tls: TlsConfig) -> Backend {
+        Self::start_with(name, "127.0.0.1:0", Some(tls))
+    }
+
+    fn start_with(name: &str, addr: &str, tls: Option<TlsConfig>) -> Backend {
+        let acceptor = tls.map(|t| Arc::new(t.acceptor()));
         let listener = TcpListener::bind(addr).expect("bind backend");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
@@ -80,7 +119,34 @@ impl Backend {
                     s.open.lock().expect("lock").push(c);
                 }
                 let s2 = Arc::clone(&s);
-                thread::spawn(move || serve(stream, s2));
+                let acceptor = acceptor.clone();
+                thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    // `open` keeps a clone for stop(); close the socket itself when done.
+                    let raw = stream.try_clone();
+                    match acceptor {
+                        None => serve(stream, None, None, s2),
+                        Some(a) => {
+                            // A failed handshake (e.g. no client certificate) just closes.
+                            if let Ok(tls) = a.accept(stream) {
+                                let sni = tls
+                                    .ssl()
+                                    .servername(openssl::ssl::NameType::HOST_NAME)
+                                    .map(str::to_owned);
+                                let client = tls.ssl().peer_certificate().and_then(|c| {
+                                    c.subject_name()
+                                        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                                        .next()
+                                        .and_then(|e| e.data().to_string().ok())
+                                });
+                                serve(tls, sni, client, s2);
+                            }
+                        }
+                    }
+                    if let Ok(raw) = raw {
+                        let _ = raw.shutdown(std::net::Shutdown::Both);
+                    }
+                });
             }
         });
         Backend { addr, shared }
@@ -139,7 +205,7 @@ impl Drop for Backend {
     }
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
+fn read_request<S: Read>(r: &mut BufReader<S>) -> Option<Seen> {
     let mut line = String::new();
     if r.read_line(&mut line).ok()? == 0 {
         return None;
@@ -172,16 +238,15 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Seen> {
         target,
         headers,
         body,
+        ..Seen::default()
     })
 }
 
-fn serve(stream: TcpStream, s: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let Ok(mut w) = stream.try_clone() else {
-        return;
-    };
+fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>, s: Arc<Shared>) {
     let mut r = BufReader::new(stream);
-    while let Some(req) = read_request(&mut r) {
+    while let Some(mut req) = read_request(&mut r) {
+        req.sni = sni.clone();
+        req.client_cert = client.clone();
         if s.stopped.load(Ordering::SeqCst) {
             return;
         }
@@ -199,10 +264,7 @@ fn serve(stream: TcpStream, s: Arc<Shared>) {
                 thread::sleep(d);
                 200
             }
-            Mode::Drop => {
-                let _ = w.shutdown(std::net::Shutdown::Both);
-                return;
-            }
+            Mode::Drop => return,
             Mode::Hang => {
                 while !s.stopped.load(Ordering::SeqCst) {
                     thread::sleep(Duration::from_millis(20));
@@ -214,12 +276,13 @@ fn serve(stream: TcpStream, s: Arc<Shared>) {
         let head = format!(
             "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nX-Node: {}\r\n{}\r\n",
             body.len(),
-            s.name,
+            s.name.trim(),
             if close { "Connection: close\r\n" } else { "" }
         );
         let mut out = head.into_bytes();
         out.extend_from_slice(body);
-        if w.write_all(&out).is_err() || close {
+        let w = r.get_mut();
+        if w.write_all(&out).and_then(|_| w.flush()).is_err() || close {
             return;
         }
     }

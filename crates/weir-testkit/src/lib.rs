@@ -5,9 +5,10 @@
 
 mod backend;
 mod client;
+pub mod pki;
 mod proxy;
 
-pub use backend::{Backend, Mode, Seen};
+pub use backend::{Backend, Mode, Seen, TlsConfig};
 pub use client::{Client, Response};
 pub use proxy::TestProxy;
 
