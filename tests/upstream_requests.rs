@@ -141,7 +141,7 @@ mod https {
         let id = ca.issue(
             "backend",
             &["backend.test", "localhost"],
-            &["127.0.0.1".parse::<IpAddr>().unwrap()],
+            &[IpAddr::from([127, 0, 0, 1])],
             false,
         );
         Backend::start_tls(

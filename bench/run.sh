@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `make bench`: Weir vs nginx, haproxy and a bare Pingora proxy, round robin over the same
+# three local backends, one worker each, the same wrk load, interleaved runs. Prints figures;
+# asserts nothing. Options via env: ROUNDS (3), DURATION (8 s), CONNS (50).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+fi
+export OPENSSL_NO_VENDOR=1
+cargo build --release -p weir-server -p pingora-rr
+exec python3 bench/bench.py "${CARGO_TARGET_DIR:-target}/release" "$@"
