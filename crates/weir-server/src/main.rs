@@ -1,11 +1,16 @@
 //! `weir`: the edge-proxy binary. Parses the command line of CONFIG.md, installs the logger,
 //! validates the configuration and hands over to the proxy.
 
+mod reload;
+
 use clap::Parser;
 use pingora::server::configuration::Opt;
 use pingora::server::RunArgs;
+use reload::FileReloader;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use weir_config::ConfigSource;
 use weir_proxy::server::build_server;
 use weir_proxy::SnapshotHandle;
 
@@ -43,7 +48,14 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
 
-    let loaded = match weir_config::load_file(&cli.config) {
+    let text = match std::fs::read_to_string(&cli.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = match weir_config::parse_yaml(&text) {
         Ok(l) => l,
         Err(errors) => {
             for e in errors.iter() {
@@ -65,19 +77,36 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    run(&cli, loaded.config)
+    run(&cli, loaded.config, text)
 }
 
 /// Serve `config` until a signal stops the process: SIGTERM drains gracefully, SIGINT stops at
 /// once, SIGQUIT hands the listeners to a process started with `-u`.
-fn run(cli: &Cli, config: weir_config::Config) -> ExitCode {
+fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
+    let watch = match &config.config_source {
+        ConfigSource::File { watch } => *watch,
+        ConfigSource::Etcd(_) => {
+            eprintln!("config_source.etcd is not supported by this build yet; use the file source");
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.admin.is_some() {
+        log::warn!("the Admin API is not implemented in this build yet; `admin` is ignored");
+    }
+    if config.control.is_some() {
+        log::warn!("the control API is not implemented in this build yet; `control` is ignored");
+    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         ..Opt::default()
     };
     let handle = SnapshotHandle::new(&config.resources);
-    let server = build_server(&config, Some(opt), handle);
+    let server = build_server(&config, Some(opt), Arc::clone(&handle));
+    let path = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    if let Err(e) = FileReloader::new(path, handle, config.clone(), text).spawn(watch) {
+        log::error!("configuration reload disabled: {e}");
+    }
     log::info!(
         "weir {} serving {} route(s) on {:?} from {}",
         env!("CARGO_PKG_VERSION"),
