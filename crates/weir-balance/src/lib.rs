@@ -16,12 +16,18 @@
 //!
 //! [`BackendSelection`]: pingora_load_balancing::selection::BackendSelection
 
+mod chash;
+mod ewma;
+mod least_conn;
 mod node;
 mod selection;
 mod swrr;
 mod table;
 
-pub use node::{InFlight, NodeState};
+pub use chash::{ring_id, ConsistentHash};
+pub use ewma::PeakEwma;
+pub use least_conn::LeastConn;
+pub use node::{InFlight, NodeState, EWMA_DEFAULT, EWMA_TAU};
 pub use selection::{LevelSelector, Selection, SelectionIter};
 pub use swrr::SmoothWeighted;
 pub use table::StateTable;

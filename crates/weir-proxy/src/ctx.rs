@@ -5,9 +5,9 @@ use crate::snapshot::RouteRuntime;
 use crate::upstream::{UpstreamRuntime, Walk};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use weir_balance::InFlight;
-use weir_config::Timeout;
+use weir_config::{LbType, Timeout};
 
 /// Weir's request context (Pingora's `CTX`). Creating it allocates nothing.
 #[derive(Debug, Default)]
@@ -39,14 +39,52 @@ pub struct RequestCtx {
     pub repeat_node: bool,
     /// Send this attempt with `Connection: close` (pool size or requests limit reached).
     pub close_conn: bool,
+    /// chash key, computed once per request (retries hash the same key).
+    pub hash_key: Vec<u8>,
+    /// When the current attempt started (pool checkout or connect), for EWMA samples.
+    pub attempt_start: Option<Instant>,
+    /// The authenticated consumer's username (key-auth).
+    pub consumer: Option<Arc<str>>,
+    /// Per-request state of user hooks (allocates only when something is inserted).
+    pub extensions: http::Extensions,
 }
 
 impl RequestCtx {
-    /// Record the end of a failed attempt: its status, and the release of its in-flight count.
+    /// Record the end of a failed attempt: its status, its EWMA sample (the elapsed time for a
+    /// timeout, at least 1 s for an error), and the release of its in-flight count.
     pub fn attempt_failed(&mut self, timed_out: bool) {
         self.statuses.push(if timed_out { 504 } else { 502 });
         self.last_timed_out = timed_out;
+        let sample = self.attempt_elapsed();
+        self.observe(if timed_out {
+            sample
+        } else {
+            sample.max(Duration::from_secs(1))
+        });
         self.in_flight = None;
+    }
+
+    fn attempt_elapsed(&self) -> Duration {
+        self.attempt_start.map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    /// Feed an EWMA sample for the current attempt's node (ewma upstreams only).
+    pub fn observe(&self, sample: Duration) {
+        if let (Some(up), Some((node, _))) = (&self.upstream, &self.in_flight) {
+            if up.conf.lb == LbType::Ewma {
+                node.node().observe(sample);
+            }
+        }
+    }
+
+    /// The response header of the current attempt arrived.
+    pub fn attempt_answered(&self, discarded: bool) {
+        let sample = self.attempt_elapsed();
+        self.observe(if discarded {
+            sample.max(Duration::from_secs(1))
+        } else {
+            sample
+        });
     }
 
     /// Whether another attempt may start: attempts left, deadline not passed, a node left.

@@ -7,6 +7,9 @@
 
 mod ctx;
 mod failure;
+mod hash_key;
+pub mod hook;
+pub mod key_auth;
 mod pool;
 mod proxy;
 mod respond;
@@ -16,5 +19,6 @@ mod snapshot;
 pub mod upstream;
 
 pub use ctx::RequestCtx;
+pub use hook::Hook;
 pub use proxy::{SnapshotHandle, WeirProxy};
 pub use snapshot::{RouteRuntime, Snapshot, Tables};

@@ -4,6 +4,8 @@
 
 use crate::ctx::RequestCtx;
 use crate::failure::{is_idempotent, is_malformed_response, is_timeout};
+use crate::hook::Hook;
+use crate::key_auth::KeyAuthHook;
 use crate::respond::respond_json;
 use crate::router::strip_port;
 use crate::snapshot::Snapshot;
@@ -60,11 +62,22 @@ impl SnapshotHandle {
 /// Weir's `ProxyHttp`.
 pub struct WeirProxy {
     handle: Arc<SnapshotHandle>,
+    /// Built-in plugins first, then user hooks, in registration order.
+    hooks: Vec<Arc<dyn Hook>>,
 }
 
 impl WeirProxy {
     pub fn new(handle: Arc<SnapshotHandle>) -> Self {
-        WeirProxy { handle }
+        WeirProxy {
+            handle,
+            hooks: vec![Arc::new(KeyAuthHook)],
+        }
+    }
+
+    /// Add a hook that runs for every routed request, after the built-in plugins.
+    pub fn with_hook(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
     }
 
     pub fn handle(&self) -> &Arc<SnapshotHandle> {
@@ -107,6 +120,12 @@ impl ProxyHttp for WeirProxy {
             respond_json(session, 404, r#"{"error_msg":"404 Route Not Found"}"#, None).await?;
             return Ok(true);
         };
+        ctx.route = Some(Arc::clone(&route));
+        for hook in &self.hooks {
+            if hook.request_filter(session, ctx).await? {
+                return Ok(true);
+            }
+        }
         let Some(up) = route.upstream.clone() else {
             respond_json(
                 session,
@@ -121,10 +140,12 @@ impl ProxyHttp for WeirProxy {
             respond_json(session, 503, r#"{"error_msg":"no available node"}"#, None).await?;
             return Ok(true);
         }
+        if let Some(h) = &up.conf.hash_on {
+            crate::hash_key::hash_key(session, h, ctx.consumer.as_deref(), &mut ctx.hash_key);
+        }
         ctx.timeout = route.timeout.or(up.conf.timeout).unwrap_or_default();
         ctx.max_attempts = up.max_attempts();
         ctx.deadline = up.conf.retry_timeout.map(|d| Instant::now() + d);
-        ctx.route = Some(route);
         ctx.upstream = Some(up);
         Ok(false)
     }
@@ -144,7 +165,7 @@ impl ProxyHttp for WeirProxy {
                 ctx.repeat_node = false;
                 i
             }
-            _ => match up.pick(b"", &mut ctx.walk) {
+            _ => match up.pick(&ctx.hash_key, &mut ctx.walk) {
                 Some(i) => {
                     ctx.attempts += 1;
                     i
@@ -164,6 +185,7 @@ impl ProxyHttp for WeirProxy {
         // More than `size` attempts busy: this connection must not go back to the pool.
         ctx.close_conn = busy_now > up.conf.keepalive_pool.size as u64;
         ctx.in_flight = Some((node.state.begin(), busy));
+        ctx.attempt_start = Some(Instant::now());
 
         let mut peer = Box::new(node.peer.clone());
         if up.conf.scheme.is_tls() {
@@ -248,6 +270,9 @@ impl ProxyHttp for WeirProxy {
         if ctx.close_conn {
             req.insert_header(http::header::CONNECTION, "close")?;
         }
+        for hook in &self.hooks {
+            hook.upstream_request_filter(session, req, ctx).await?;
+        }
         Ok(())
     }
 
@@ -269,24 +294,29 @@ impl ProxyHttp for WeirProxy {
                 && ctx.may_retry()
             {
                 ctx.status_retry = true;
+                ctx.attempt_answered(true);
                 ctx.in_flight = None;
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
                 e.set_retry(true);
                 return Err(e);
             }
         }
+        ctx.attempt_answered(false);
         ctx.response_started = true;
         Ok(())
     }
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(v) = ctx.upstream_status_header() {
             resp.insert_header("X-Weir-Upstream-Status", v)?;
+        }
+        for hook in &self.hooks {
+            hook.response_filter(session, resp, ctx).await?;
         }
         Ok(())
     }
@@ -396,8 +426,13 @@ impl ProxyHttp for WeirProxy {
             )
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
+        if ctx.route.is_some() {
+            for hook in &self.hooks {
+                hook.logging(session, e, ctx).await;
+            }
+        }
     }
 }
 

@@ -2,17 +2,22 @@
 //! validated [`Resources`]. State that must outlive a snapshot (per-node counters, round-robin
 //! cycles, pool accounting) is looked up in [`Tables`], so unchanged nodes keep it.
 
+use crate::key_auth::ConsumerIndex;
 use crate::pool::PoolState;
 use crate::router::Router;
 use crate::upstream::{
-    group_key, node_host_header, sni_for, Level, LevelState, NodeRuntime, UpstreamRuntime,
+    group_key, node_host_header, sni_for, Level, LevelSpec, LevelState, NodeRuntime,
+    UpstreamRuntime,
 };
 use log::warn;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use weir_balance::{NodeState, SmoothWeighted, StateTable};
+use weir_balance::{
+    ring_id, ConsistentHash, LeastConn, LevelSelector, NodeState, PeakEwma, SmoothWeighted,
+    StateTable,
+};
 use weir_config::{Id, LbType, Plugins, Resources, Targets, Timeout, Upstream};
 
 /// State shared across snapshots, keyed by upstream key and node or level identity.
@@ -40,6 +45,8 @@ pub struct RouteRuntime {
     pub timeout: Option<Timeout>,
     /// The route's plugins merged over its service's.
     pub plugins: Plugins,
+    /// Consumers by key-auth key (shared by every route of the snapshot).
+    pub consumers: Arc<ConsumerIndex>,
 }
 
 /// One compiled configuration.
@@ -82,6 +89,18 @@ impl Snapshot {
             };
             services.insert(s.id.clone(), (s, up));
         }
+        let consumers: Arc<ConsumerIndex> = Arc::new(
+            res.consumers
+                .iter()
+                .filter_map(|c| {
+                    let key = c.key.as_ref()?;
+                    Some((
+                        key.expose().to_owned(),
+                        Arc::<str>::from(c.username.as_str()),
+                    ))
+                })
+                .collect(),
+        );
         let mut compiled_routes = Vec::with_capacity(res.routes.len());
         for r in &res.routes {
             let service = r.service_id.as_ref().and_then(|id| services.get(id));
@@ -106,6 +125,7 @@ impl Snapshot {
                     upstream,
                     timeout: r.timeout,
                     plugins,
+                    consumers: Arc::clone(&consumers),
                 }),
             ));
         }
@@ -141,12 +161,6 @@ fn resolve(host: &str, ip: Option<std::net::IpAddr>, port: u16) -> Option<Socket
 }
 
 fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRuntime {
-    if conf.lb != LbType::RoundRobin {
-        warn!(
-            "{key}: type {:?} is not implemented yet; balancing with roundrobin",
-            conf.lb
-        );
-    }
     let pool = tables
         .pools
         .get_or_insert(key.clone(), |_| true, PoolState::default);
@@ -185,13 +199,11 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
                 priority: n.priority,
                 start: nodes.len(),
                 end: nodes.len() + 1,
-                state: Arc::new(LevelState {
-                    nodes: Vec::new(),
-                    selector: SmoothWeighted::new(&[]),
-                }),
+                state: placeholder(),
             }),
         }
         nodes.push(NodeRuntime {
+            host_is_ip: n.ip.is_some(),
             host: n.host.clone(),
             port: n.port,
             addr,
@@ -202,19 +214,23 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
             peer,
         });
     }
-    // Attach each level's round-robin state: kept while its nodes and weights are unchanged.
+    // Attach each level's balancer: kept while its nodes, weights and algorithm are unchanged.
     for level in &mut levels {
-        let members: Vec<(String, u16, u32)> = nodes[level.start..level.end]
-            .iter()
-            .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
-            .collect();
-        let weights: Vec<u64> = members.iter().map(|m| m.2 as u64).collect();
+        let members = &nodes[level.start..level.end];
+        let spec = LevelSpec {
+            nodes: members
+                .iter()
+                .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
+                .collect(),
+            lb: conf.lb,
+            hash_balance_factor: conf.hash_balance_factor,
+        };
         level.state = tables.levels.get_or_insert(
             (key.clone(), level.priority),
-            |old| old.nodes == members,
+            |old| old.spec == spec,
             || LevelState {
-                selector: SmoothWeighted::new(&weights),
-                nodes: members.clone(),
+                selector: build_selector(conf, members),
+                spec: spec.clone(),
             },
         );
     }
@@ -224,5 +240,56 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         nodes,
         levels,
         pool,
+    }
+}
+
+fn placeholder() -> Arc<LevelState> {
+    Arc::new(LevelState {
+        spec: LevelSpec {
+            nodes: Vec::new(),
+            lb: LbType::RoundRobin,
+            hash_balance_factor: None,
+        },
+        selector: Box::new(SmoothWeighted::new(&[])),
+    })
+}
+
+/// The balancer of one level for the upstream's `type`.
+fn build_selector(conf: &Upstream, members: &[NodeRuntime]) -> Box<dyn LevelSelector> {
+    let weighted = || -> Vec<(u64, Arc<NodeState>)> {
+        members
+            .iter()
+            .map(|n| (n.weight as u64, Arc::clone(&n.state)))
+            .collect()
+    };
+    match conf.lb {
+        LbType::RoundRobin => {
+            let w: Vec<u64> = members.iter().map(|n| n.weight as u64).collect();
+            Box::new(SmoothWeighted::new(&w))
+        }
+        LbType::LeastConn => Box::new(LeastConn::new(&weighted())),
+        LbType::Ewma => Box::new(PeakEwma::new(&weighted())),
+        LbType::Chash => {
+            // IP nodes hash as written (IPv6 in brackets); name nodes by resolved address.
+            let ring: Vec<(Vec<u8>, u64, Arc<NodeState>)> = members
+                .iter()
+                .map(|n| {
+                    let addr = if n.host_is_ip {
+                        n.host.clone()
+                    } else {
+                        match n.addr.ip() {
+                            std::net::IpAddr::V4(ip) => ip.to_string(),
+                            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        }
+                    };
+                    (
+                        ring_id(&addr, n.port),
+                        n.weight as u64,
+                        Arc::clone(&n.state),
+                    )
+                })
+                .collect();
+            Box::new(ConsistentHash::new(&ring, conf.hash_balance_factor))
+        }
     }
 }

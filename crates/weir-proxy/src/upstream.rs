@@ -8,14 +8,16 @@ use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use weir_balance::{LevelSelector, NodeState, SmoothWeighted};
-use weir_config::{PassHost, Scheme, Upstream};
+use weir_balance::{LevelSelector, NodeState};
+use weir_config::{LbType, PassHost, Scheme, Upstream};
 
 /// One node of a compiled upstream.
 #[derive(Debug)]
 pub struct NodeRuntime {
     /// Host as configured (`10.0.0.1`, `api.internal`, `[::1]`).
     pub host: String,
+    /// `host` is an IP literal (not a name that was resolved).
+    pub host_is_ip: bool,
     pub port: u16,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -28,11 +30,28 @@ pub struct NodeRuntime {
     pub peer: HttpPeer,
 }
 
-/// Round-robin state of one level, kept across reloads while its nodes and weights stay.
-#[derive(Debug)]
-pub struct LevelState {
+/// What a level's balancer is built from; the balancer (round-robin cycle, ring, rotation) is
+/// kept across reloads while this stays the same.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelSpec {
+    /// `(host, port, weight)` of each node, in order.
     pub nodes: Vec<(String, u16, u32)>,
-    pub selector: SmoothWeighted,
+    pub lb: LbType,
+    pub hash_balance_factor: Option<f64>,
+}
+
+/// The balancer of one priority level.
+pub struct LevelState {
+    pub spec: LevelSpec,
+    pub selector: Box<dyn LevelSelector>,
+}
+
+impl std::fmt::Debug for LevelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LevelState")
+            .field("spec", &self.spec)
+            .finish()
+    }
 }
 
 #[derive(Debug)]

@@ -1,0 +1,116 @@
+//! `least_conn` (SEMANTICS.md §4.3): the lowest `(in_flight + 1) / weight` wins, compared
+//! exactly in integers; ties go to the first tied node after the level's previous pick.
+
+use crate::node::NodeState;
+use crate::selection::LevelSelector;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct LeastConn {
+    weights: Box<[u64]>,
+    nodes: Box<[Arc<NodeState>]>,
+    /// The previous pick, for the rotating tie-break.
+    last: AtomicUsize,
+}
+
+impl LeastConn {
+    /// Nodes in order with their weights and shared state.
+    pub fn new(nodes: &[(u64, Arc<NodeState>)]) -> Self {
+        LeastConn {
+            weights: nodes.iter().map(|(w, _)| *w).collect(),
+            nodes: nodes.iter().map(|(_, n)| Arc::clone(n)).collect(),
+            last: AtomicUsize::new(nodes.len().saturating_sub(1)),
+        }
+    }
+
+    /// Walk all nodes starting after the previous pick; keep the first strictly best.
+    fn best(&self, eligible: &dyn Fn(usize) -> bool, zero_weight: bool) -> Option<usize> {
+        let n = self.weights.len();
+        let start = self.last.load(Ordering::Relaxed).wrapping_add(1);
+        let mut best: Option<(usize, u128, u128)> = None; // (index, in_flight + 1, weight)
+        for k in 0..n {
+            let i = (start + k) % n;
+            let w = self.weights[i];
+            if (w == 0) != zero_weight || !eligible(i) {
+                continue;
+            }
+            let load = self.nodes[i].in_flight() as u128 + 1;
+            // Weight-0 nodes: all scores are infinite, so the lowest count wins.
+            let w = if zero_weight { 1 } else { w as u128 };
+            let better = match best {
+                None => true,
+                Some((_, bl, bw)) => load * bw < bl * w,
+            };
+            if better {
+                best = Some((i, load, w));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+}
+
+impl LevelSelector for LeastConn {
+    fn select(&self, _key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let pick = self
+            .best(eligible, false)
+            .or_else(|| self.best(eligible, true))?;
+        self.last.store(pick, Ordering::Relaxed);
+        Some(pick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(weights: &[u64]) -> Vec<(u64, Arc<NodeState>)> {
+        weights
+            .iter()
+            .map(|w| (*w, Arc::new(NodeState::default())))
+            .collect()
+    }
+
+    #[test]
+    fn weights_3_and_1_with_concurrent_requests() {
+        let ns = nodes(&[3, 1]);
+        let lc = LeastConn::new(&ns);
+        let mut guards = Vec::new();
+        let mut picks = String::new();
+        for _ in 0..4 {
+            let i = lc.select(b"", &|_| true).unwrap();
+            guards.push(ns[i].1.begin());
+            picks.push((b'A' + i as u8) as char);
+        }
+        assert_eq!(picks, "AABA");
+    }
+
+    #[test]
+    fn ties_rotate_and_released_counts_count() {
+        let ns = nodes(&[1, 1, 1]);
+        let lc = LeastConn::new(&ns);
+        let seq: Vec<usize> = (0..6).map(|_| lc.select(b"", &|_| true).unwrap()).collect();
+        assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
+        let busy = ns[0].1.begin();
+        let seq: Vec<usize> = (0..4).map(|_| lc.select(b"", &|_| true).unwrap()).collect();
+        assert!(!seq.contains(&0), "{seq:?}");
+        drop(busy);
+        assert_eq!(ns[0].1.in_flight(), 0);
+    }
+
+    #[test]
+    fn weight_zero_is_the_last_resort() {
+        let ns = nodes(&[0, 2, 0]);
+        let lc = LeastConn::new(&ns);
+        let _g = ns[1].1.begin();
+        let _g2 = ns[1].1.begin();
+        assert_eq!(lc.select(b"", &|_| true), Some(1));
+        let _z = ns[0].1.begin();
+        assert_eq!(
+            lc.select(b"", &|i| i != 1),
+            Some(2),
+            "lowest count among weight 0"
+        );
+        assert_eq!(lc.select(b"", &|_| false), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! chash, least_conn and ewma through the real proxy with real backends.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use weir_testkit::{wait_for, Backend, Mode, TestProxy};
+
+fn three() -> [Backend; 3] {
+    [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ]
+}
+
+fn nodes(bs: &[Backend]) -> String {
+    let inner: Vec<String> = bs.iter().map(|b| format!("\"{}\": 1", b.addr)).collect();
+    format!("{{{}}}", inner.join(", "))
+}
+
+#[test]
+fn chash_keeps_each_key_on_one_node() {
+    let bs = three();
+    let p = TestProxy::start(&format!(
+        "routes:
+  - {{id: h, uri: /h, upstream: {{type: chash, hash_on: header, key: X-User, nodes: {n}}}}}
+  - {{id: a, uri: /a, upstream: {{type: chash, key: arg_user, nodes: {n}}}}}
+  - {{id: c, uri: /c, upstream: {{type: chash, hash_on: cookie, key: sid, nodes: {n}}}}}
+  - {{id: t, uri: /t, upstream: {{type: chash, hash_on: vars_combinations, key: \"$http_x_user-${{arg_v ?? 0}}\", nodes: {n}}}}}
+",
+        n = nodes(&bs)
+    ));
+    let mut c = p.client();
+    for (path, how) in [
+        ("/h", "header"),
+        ("/a", "arg"),
+        ("/c", "cookie"),
+        ("/t", "template"),
+    ] {
+        let mut owners: HashMap<String, String> = HashMap::new();
+        for round in 0..3 {
+            for u in 0..30 {
+                let user = format!("user-{u}");
+                let (target, headers): (String, Vec<(&str, String)>) = match how {
+                    "header" => (path.to_string(), vec![("X-User", user.clone())]),
+                    "arg" => (format!("{path}?x=1&user={user}"), vec![]),
+                    "cookie" => (
+                        path.to_string(),
+                        vec![("Cookie", format!("a=1; sid={user}"))],
+                    ),
+                    _ => (format!("{path}?v=2"), vec![("X-User", user.clone())]),
+                };
+                let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let r = c.request("GET", &target, &hs, b"").expect("req");
+                let prev = owners.insert(user.clone(), r.body.clone());
+                if round > 0 {
+                    assert_eq!(
+                        prev.as_deref(),
+                        Some(r.body.as_str()),
+                        "{how}: {user} moved"
+                    );
+                }
+            }
+        }
+        let used: HashSet<&String> = owners.values().collect();
+        assert_eq!(
+            used.len(),
+            3,
+            "{how}: 30 keys should spread over all nodes: {owners:?}"
+        );
+    }
+}
+
+#[test]
+fn chash_missing_key_falls_back_to_remote_addr_and_skips_a_dead_owner() {
+    let bs = three();
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: h, uri: /*, upstream: {{type: chash, hash_on: header, key: X-User, nodes: {}}}}}]\n",
+        nodes(&bs)
+    ));
+    let mut c = p.client();
+    let first = c.get("/").expect("req").body;
+    for _ in 0..10 {
+        assert_eq!(
+            c.get("/").expect("req").body,
+            first,
+            "no key: hashed on 127.0.0.1"
+        );
+    }
+    // The owner of this key goes away: the next node clockwise answers, always the same one.
+    let owner = c
+        .request("GET", "/", &[("X-User", "k")], b"")
+        .expect("req")
+        .body;
+    bs.iter().find(|b| b.name() == owner).expect("owner").stop();
+    let next = c
+        .request("GET", "/", &[("X-User", "k")], b"")
+        .expect("req")
+        .body;
+    assert_ne!(next, owner);
+    for _ in 0..5 {
+        assert_eq!(
+            c.request("GET", "/", &[("X-User", "k")], b"")
+                .expect("req")
+                .body,
+            next
+        );
+    }
+}
+
+#[test]
+fn least_conn_sends_new_requests_to_the_idle_node() {
+    let (slow, idle) = (Backend::start("slow"), Backend::start("idle"));
+    slow.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1}}}}\n",
+        slow.addr, idle.addr
+    ));
+    // The first request goes to the first node (tie) and stays in flight there.
+    let mut c1 = p.client();
+    let long = std::thread::spawn(move || c1.get("/").expect("long").body);
+    assert!(wait_for(Duration::from_secs(5), || (slow.hits() == 1).then_some(())).is_some());
+    let mut c = p.client();
+    for _ in 0..10 {
+        assert_eq!(c.get("/").expect("req").body, "idle");
+    }
+    assert_eq!(long.join().expect("join"), "slow");
+}
+
+#[test]
+fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
+    let (a, b, fresh) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("fresh"),
+    );
+    a.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    b.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    let up = |extra: &str| {
+        format!(
+            "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1{extra}}}}}\n",
+            a.addr, b.addr
+        )
+    };
+    let p = TestProxy::start(&up(""));
+    let long: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = p.client();
+            std::thread::spawn(move || c.get("/").expect("long").status)
+        })
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(5), || (a.hits() + b.hits() == 4)
+            .then_some(()))
+        .is_some()
+    );
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    // Add a node under load: the in-flight counts of a and b are kept, so it takes the new ones.
+    p.apply(&up(&format!(", \"{}\": 1", fresh.addr)));
+    let mut c = p.client();
+    for _ in 0..5 {
+        assert_eq!(c.get("/").expect("req").body, "fresh");
+    }
+    for h in long {
+        assert_eq!(h.join().expect("join"), 200);
+    }
+}
+
+#[test]
+fn ewma_avoids_a_node_ten_times_slower() {
+    let bs = three();
+    bs[2].set_mode(Mode::Delay(Duration::from_millis(100)));
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{type: ewma, nodes: {}}}}}]\n",
+        nodes(&bs)
+    ));
+    let mut c = p.client();
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for _ in 0..100 {
+        *count.entry(c.get("/").expect("req").body).or_default() += 1;
+    }
+    let fast = count.get("a").copied().unwrap_or(0) + count.get("b").copied().unwrap_or(0);
+    assert!(
+        fast >= 80,
+        "only {fast} of 100 went to the fast nodes: {count:?}"
+    );
+}
