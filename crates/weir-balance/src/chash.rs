@@ -7,7 +7,7 @@
 //! and Pingora's ring panics on weight 0.
 
 use crate::node::NodeState;
-use crate::selection::LevelSelector;
+use crate::selection::{Eligible, LevelSelector};
 use std::sync::Arc;
 
 /// Points per unit of (gcd-reduced) weight.
@@ -84,7 +84,7 @@ impl ConsistentHash {
 }
 
 impl LevelSelector for ConsistentHash {
-    fn select(&self, key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
         if self.ring.is_empty() {
             return None;
         }
@@ -92,7 +92,7 @@ impl LevelSelector for ConsistentHash {
         let caps = self.factor.map(|c| {
             let (mut load, mut wsum) = (0u64, 0u64);
             for i in 0..self.weights.len() {
-                if self.weights[i] > 0 && eligible(i) {
+                if self.weights[i] > 0 && eligible.test(i) {
                     load += self.nodes[i].in_flight();
                     wsum += self.weights[i];
                 }
@@ -111,7 +111,7 @@ impl LevelSelector for ConsistentHash {
         // One turn at most; a node met again is skipped cheaply by the checks.
         (0..n)
             .map(|k| self.ring[(start + k) % n].1 as usize)
-            .find(|&i| eligible(i) && under_cap(i))
+            .find(|&i| eligible.test(i) && under_cap(i))
     }
 }
 
@@ -156,7 +156,7 @@ mod tests {
             ],
             None,
         );
-        let pick = |k: &[u8]| r.select(k, &|_| true);
+        let pick = |k: &[u8]| r.select(k, Eligible::All);
         assert_eq!(pick(b"alice"), Some(0));
         assert_eq!(pick(b"bob"), Some(2));
         assert_eq!(pick(b"carol"), Some(1));
@@ -177,7 +177,7 @@ mod tests {
         });
         assert_eq!(counts, [160, 320, 0]);
         let (r, _) = ring(&[("z", 1, 0)], None);
-        assert_eq!(r.select(b"k", &|_| true), None);
+        assert_eq!(r.select(b"k", Eligible::All), None);
     }
 
     #[test]
@@ -193,8 +193,8 @@ mod tests {
         let mut moved = 0;
         for k in 0..2000 {
             let key = format!("user-{k}");
-            let before = r3.select(key.as_bytes(), &|_| true).unwrap();
-            let after = map2[r2.select(key.as_bytes(), &|_| true).unwrap()];
+            let before = r3.select(key.as_bytes(), Eligible::All).unwrap();
+            let after = map2[r2.select(key.as_bytes(), Eligible::All).unwrap()];
             if before != 1 {
                 assert_eq!(before, after, "{key} moved although its node stayed");
             } else {
@@ -210,22 +210,25 @@ mod tests {
     #[test]
     fn unavailable_owner_is_skipped_clockwise_and_the_ring_is_stable() {
         let (r, _) = ring(&[("a", 1, 1), ("b", 1, 1), ("c", 1, 1)], None);
-        let owner = r.select(b"key", &|_| true).unwrap();
-        let next = r.select(b"key", &|i| i != owner).unwrap();
+        let owner = r.select(b"key", Eligible::All).unwrap();
+        let next = r.select(b"key", Eligible::Only(&|i| i != owner)).unwrap();
         assert_ne!(owner, next);
         // The same walk every time: retries see the nodes in the same order.
-        assert_eq!(r.select(b"key", &|i| i != owner), Some(next));
-        assert_eq!(r.select(b"key", &|_| true), Some(owner));
+        assert_eq!(
+            r.select(b"key", Eligible::Only(&|i| i != owner)),
+            Some(next)
+        );
+        assert_eq!(r.select(b"key", Eligible::All), Some(owner));
     }
 
     #[test]
     fn bounded_loads_cap_a_hot_key() {
         let (r, states) = ring(&[("a", 1, 1), ("b", 1, 1), ("c", 1, 1)], Some(1.25));
-        let owner = r.select(b"hot", &|_| true).unwrap();
+        let owner = r.select(b"hot", Eligible::All).unwrap();
         let mut guards = Vec::new();
         let mut per_node = [0u32; 3];
         for _ in 0..30 {
-            let i = r.select(b"hot", &|_| true).unwrap();
+            let i = r.select(b"hot", Eligible::All).unwrap();
             per_node[i] += 1;
             guards.push(states[i].begin());
         }

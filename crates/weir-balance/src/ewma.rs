@@ -3,9 +3,8 @@
 //! (equal: the first drawn). O(1) per pick when most nodes are eligible.
 
 use crate::node::NodeState;
-use crate::selection::LevelSelector;
+use crate::selection::{Eligible, LevelSelector};
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Debug)]
 pub struct PeakEwma {
@@ -23,14 +22,9 @@ impl PeakEwma {
 
     /// A random node of the class (`zero_weight` or positive) that is eligible, other than
     /// `not`. Draws at random a few times, then falls back to a rank draw over a scan.
-    fn draw(
-        &self,
-        eligible: &dyn Fn(usize) -> bool,
-        zero: bool,
-        not: Option<usize>,
-    ) -> Option<usize> {
+    fn draw(&self, eligible: Eligible<'_>, zero: bool, not: Option<usize>) -> Option<usize> {
         let n = self.weights.len();
-        let ok = |i: usize| (self.weights[i] == 0) == zero && Some(i) != not && eligible(i);
+        let ok = |i: usize| (self.weights[i] == 0) == zero && Some(i) != not && eligible.test(i);
         for _ in 0..4 {
             let i = fastrand::usize(..n);
             if ok(i) {
@@ -45,7 +39,7 @@ impl PeakEwma {
         (0..n).filter(|&i| ok(i)).nth(rank)
     }
 
-    fn pick(&self, eligible: &dyn Fn(usize) -> bool, zero: bool) -> Option<usize> {
+    fn pick(&self, eligible: Eligible<'_>, zero: bool) -> Option<usize> {
         let a = self.draw(eligible, zero, None)?;
         let Some(b) = self.draw(eligible, zero, Some(a)) else {
             return Some(a);
@@ -53,15 +47,17 @@ impl PeakEwma {
         if zero {
             return Some(a); // infinite costs are equal: the first drawn wins
         }
-        let now = Instant::now();
-        let ca = self.nodes[a].ewma_cost_at(now, self.weights[a]);
-        let cb = self.nodes[b].ewma_cost_at(now, self.weights[b]);
-        Some(if cb < ca { b } else { a })
+        let (wa, wb) = (self.weights[a], self.weights[b]);
+        Some(if self.nodes[b].ewma_cheaper_than(wb, &self.nodes[a], wa) {
+            b
+        } else {
+            a
+        })
     }
 }
 
 impl LevelSelector for PeakEwma {
-    fn select(&self, _key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, _key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
         if self.weights.is_empty() {
             return None;
         }
@@ -73,7 +69,7 @@ impl LevelSelector for PeakEwma {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn prefers_the_fast_node() {
@@ -85,10 +81,10 @@ mod tests {
         let e = PeakEwma::new(&[(1, Arc::clone(&fast)), (1, Arc::clone(&slow))]);
         // With two nodes both are always drawn: the fast one always wins.
         for _ in 0..100 {
-            assert_eq!(e.select(b"", &|_| true), Some(0));
+            assert_eq!(e.select(b"", Eligible::All), Some(0));
         }
         // Unless it is not eligible.
-        assert_eq!(e.select(b"", &|i| i == 1), Some(1));
+        assert_eq!(e.select(b"", Eligible::Only(&|i| i == 1)), Some(1));
     }
 
     #[test]
@@ -98,10 +94,10 @@ mod tests {
         let b = Arc::new(NodeState::new_at(now));
         let e = PeakEwma::new(&[(1, Arc::clone(&a)), (1, Arc::clone(&b))]);
         let _busy = a.begin();
-        assert_eq!(e.select(b"", &|_| true), Some(1));
+        assert_eq!(e.select(b"", Eligible::All), Some(1));
         let e = PeakEwma::new(&[(4, Arc::clone(&a)), (1, Arc::clone(&b))]);
         assert_eq!(
-            e.select(b"", &|_| true),
+            e.select(b"", Eligible::All),
             Some(0),
             "2 × 30 ms / 4 < 30 ms / 1"
         );
@@ -115,10 +111,10 @@ mod tests {
             .collect();
         let e = PeakEwma::new(&ns);
         for _ in 0..50 {
-            assert_eq!(e.select(b"", &|_| true), Some(1));
+            assert_eq!(e.select(b"", Eligible::All), Some(1));
         }
-        let z = e.select(b"", &|i| i != 1);
+        let z = e.select(b"", Eligible::Only(&|i| i != 1));
         assert!(matches!(z, Some(0) | Some(2)));
-        assert_eq!(e.select(b"", &|_| false), None);
+        assert_eq!(e.select(b"", Eligible::Only(&|_| false)), None);
     }
 }

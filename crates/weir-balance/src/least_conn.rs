@@ -2,7 +2,7 @@
 //! exactly in integers; ties go to the first tied node after the level's previous pick.
 
 use crate::node::NodeState;
-use crate::selection::LevelSelector;
+use crate::selection::{Eligible, LevelSelector};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,37 +24,54 @@ impl LeastConn {
         }
     }
 
-    /// Walk all nodes starting after the previous pick; keep the first strictly best.
-    fn best(&self, eligible: &dyn Fn(usize) -> bool, zero_weight: bool) -> Option<usize> {
+    /// Walk all nodes starting after the previous pick; keep the first strictly best. Generic
+    /// over the predicate so the all-eligible walk compiles to a tight loop.
+    fn best<F: Fn(usize) -> bool>(&self, eligible: F, zero_weight: bool) -> Option<usize> {
         let n = self.weights.len();
-        let start = self.last.load(Ordering::Relaxed).wrapping_add(1);
-        let mut best: Option<(usize, u128, u128)> = None; // (index, in_flight + 1, weight)
-        for k in 0..n {
-            let i = (start + k) % n;
-            let w = self.weights[i];
-            if (w == 0) != zero_weight || !eligible(i) {
-                continue;
-            }
-            let load = self.nodes[i].in_flight() as u128 + 1;
-            // Weight-0 nodes: all scores are infinite, so the lowest count wins.
-            let w = if zero_weight { 1 } else { w as u128 };
-            let better = match best {
-                None => true,
-                Some((_, bl, bw)) => load * bw < bl * w,
-            };
-            if better {
-                best = Some((i, load, w));
+        if n == 0 {
+            return None;
+        }
+        let start = (self.last.load(Ordering::Relaxed) + 1) % n;
+        // (index, in_flight + 1, weight); scores compared as (a + 1) * w_b < (b + 1) * w_a.
+        // Weights are < 2^32 (validated) and counts are capped at 2^32, so the products fit
+        // in 64 bits: exact for any realistic number of requests in flight.
+        let mut best: Option<(usize, u64, u64)> = None;
+        for range in [start..n, 0..start] {
+            let ws = &self.weights[range.clone()];
+            let ns = &self.nodes[range.clone()];
+            for (off, (&w, node)) in ws.iter().zip(ns.iter()).enumerate() {
+                let i = range.start + off;
+                if (w == 0) != zero_weight || !eligible(i) {
+                    continue;
+                }
+                let load = node.in_flight().min(u32::MAX as u64 - 1) + 1;
+                // Weight-0 nodes: every score is infinite, so the lowest count wins.
+                let w = if zero_weight {
+                    1
+                } else {
+                    w.min(u32::MAX as u64)
+                };
+                match best {
+                    Some((_, bl, bw)) if load * bw >= bl * w => {}
+                    _ => best = Some((i, load, w)),
+                }
             }
         }
         best.map(|(i, _, _)| i)
     }
+
+    fn pick<F: Fn(usize) -> bool + Copy>(&self, eligible: F) -> Option<usize> {
+        self.best(eligible, false)
+            .or_else(|| self.best(eligible, true))
+    }
 }
 
 impl LevelSelector for LeastConn {
-    fn select(&self, _key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let pick = self
-            .best(eligible, false)
-            .or_else(|| self.best(eligible, true))?;
+    fn select(&self, _key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
+        let pick = match eligible {
+            Eligible::All => self.pick(|_| true),
+            Eligible::Only(f) => self.pick(f),
+        }?;
         self.last.store(pick, Ordering::Relaxed);
         Some(pick)
     }
@@ -78,7 +95,7 @@ mod tests {
         let mut guards = Vec::new();
         let mut picks = String::new();
         for _ in 0..4 {
-            let i = lc.select(b"", &|_| true).unwrap();
+            let i = lc.select(b"", Eligible::All).unwrap();
             guards.push(ns[i].1.begin());
             picks.push((b'A' + i as u8) as char);
         }
@@ -89,10 +106,14 @@ mod tests {
     fn ties_rotate_and_released_counts_count() {
         let ns = nodes(&[1, 1, 1]);
         let lc = LeastConn::new(&ns);
-        let seq: Vec<usize> = (0..6).map(|_| lc.select(b"", &|_| true).unwrap()).collect();
+        let seq: Vec<usize> = (0..6)
+            .map(|_| lc.select(b"", Eligible::All).unwrap())
+            .collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
         let busy = ns[0].1.begin();
-        let seq: Vec<usize> = (0..4).map(|_| lc.select(b"", &|_| true).unwrap()).collect();
+        let seq: Vec<usize> = (0..4)
+            .map(|_| lc.select(b"", Eligible::All).unwrap())
+            .collect();
         assert!(!seq.contains(&0), "{seq:?}");
         drop(busy);
         assert_eq!(ns[0].1.in_flight(), 0);
@@ -104,13 +125,13 @@ mod tests {
         let lc = LeastConn::new(&ns);
         let _g = ns[1].1.begin();
         let _g2 = ns[1].1.begin();
-        assert_eq!(lc.select(b"", &|_| true), Some(1));
+        assert_eq!(lc.select(b"", Eligible::All), Some(1));
         let _z = ns[0].1.begin();
         assert_eq!(
-            lc.select(b"", &|i| i != 1),
+            lc.select(b"", Eligible::Only(&|i| i != 1)),
             Some(2),
             "lowest count among weight 0"
         );
-        assert_eq!(lc.select(b"", &|_| false), None);
+        assert_eq!(lc.select(b"", Eligible::Only(&|_| false)), None);
     }
 }

@@ -28,6 +28,6 @@ pub use chash::{ring_id, ConsistentHash};
 pub use ewma::PeakEwma;
 pub use least_conn::LeastConn;
 pub use node::{InFlight, NodeState, EWMA_DEFAULT, EWMA_TAU};
-pub use selection::{LevelSelector, Selection, SelectionIter};
+pub use selection::{Eligible, LevelSelector, Selection, SelectionIter};
 pub use swrr::SmoothWeighted;
 pub use table::StateTable;

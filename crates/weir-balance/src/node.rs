@@ -17,6 +17,14 @@ struct Ewma {
     stamp: Instant,
 }
 
+/// Process-wide origin of EWMA time stamps.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn nanos_since_epoch(t: Instant) -> u64 {
+    let epoch = *EPOCH.get_or_init(|| t);
+    t.saturating_duration_since(epoch).as_nanos() as u64
+}
+
 /// State of one node of one upstream. It lives as long as a configuration snapshot (or an
 /// in-flight request) references it, so it survives reloads that keep the node.
 #[derive(Debug)]
@@ -24,6 +32,11 @@ pub struct NodeState {
     in_flight: AtomicU64,
     /// A per-node lock: every sample is applied (never a try-lock), contention is per node.
     ewma: Mutex<Ewma>,
+    /// Copies of the estimate (f64 bits) and its stamp (ns since `EPOCH`), written under the
+    /// lock, read without it by pickers (a read racing a write may pair an old stamp with a
+    /// new estimate for one pick, which only nudges one comparison).
+    est_bits: AtomicU64,
+    stamp_ns: AtomicU64,
 }
 
 impl Default for NodeState {
@@ -45,6 +58,8 @@ impl NodeState {
                 est: EWMA_DEFAULT.as_secs_f64(),
                 stamp: now,
             }),
+            est_bits: AtomicU64::new(EWMA_DEFAULT.as_secs_f64().to_bits()),
+            stamp_ns: AtomicU64::new(nanos_since_epoch(now)),
         }
     }
 
@@ -74,6 +89,27 @@ impl NodeState {
         } else {
             e.est * w + s * (1.0 - w)
         };
+        self.est_bits.store(e.est.to_bits(), Ordering::Relaxed);
+        self.stamp_ns
+            .store(nanos_since_epoch(e.stamp), Ordering::Relaxed);
+    }
+
+    /// Whether `self` costs less than `other` right now: `decayed × (in_flight + 1) / weight`
+    /// compared without reading the clock, since both decay by the same factor from a common
+    /// time: `est_a·e^{(s_a − s_b)/τ}·(n_a + 1)·w_b < est_b·(n_b + 1)·w_a`.
+    pub fn ewma_cheaper_than(&self, w_self: u64, other: &NodeState, w_other: u64) -> bool {
+        let (ea, sa) = (
+            f64::from_bits(self.est_bits.load(Ordering::Relaxed)),
+            self.stamp_ns.load(Ordering::Relaxed),
+        );
+        let (eb, sb) = (
+            f64::from_bits(other.est_bits.load(Ordering::Relaxed)),
+            other.stamp_ns.load(Ordering::Relaxed),
+        );
+        let dt = (sa as f64 - sb as f64) / 1e9 / EWMA_TAU.as_secs_f64();
+        let lhs = ea * dt.exp() * (self.in_flight() + 1) as f64 * w_other.max(1) as f64;
+        let rhs = eb * (other.in_flight() + 1) as f64 * w_self.max(1) as f64;
+        lhs < rhs
     }
 
     /// The estimate decayed to `now`, in seconds.
@@ -148,5 +184,19 @@ mod tests {
         let _g = n.begin();
         let est = n.ewma_at(t2);
         assert!(close(n.ewma_cost_at(t2, 4), est * 2.0 / 4.0));
+    }
+
+    #[test]
+    fn clock_free_comparison_agrees_with_costs() {
+        let t0 = Instant::now();
+        let a = Arc::new(NodeState::new_at(t0));
+        let b = Arc::new(NodeState::new_at(t0));
+        a.observe_at(Duration::from_millis(80), t0);
+        b.observe_at(Duration::from_millis(50), t0 + Duration::from_secs(3));
+        let later = t0 + Duration::from_secs(20);
+        for (wa, wb) in [(1, 1), (1, 2), (5, 1)] {
+            let by_cost = a.ewma_cost_at(later, wa) < b.ewma_cost_at(later, wb);
+            assert_eq!(a.ewma_cheaper_than(wa, &b, wb), by_cost, "{wa} {wb}");
+        }
     }
 }

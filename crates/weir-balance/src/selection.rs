@@ -7,12 +7,35 @@ use pingora_load_balancing::Backend;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// Which nodes of a level may be picked.
+#[derive(Clone, Copy)]
+pub enum Eligible<'a> {
+    /// Every node (the common case: a first attempt with every node up). Selectors take a
+    /// fast path with no per-node call.
+    All,
+    /// Only nodes for which the predicate holds (tried or down nodes excluded).
+    Only(&'a dyn Fn(usize) -> bool),
+}
+
+impl Eligible<'_> {
+    #[inline]
+    pub fn test(&self, i: usize) -> bool {
+        match self {
+            Eligible::All => true,
+            Eligible::Only(f) => f(i),
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        matches!(self, Eligible::All)
+    }
+}
+
 /// Picks one node of one priority level.
 pub trait LevelSelector: Send + Sync {
-    /// Index of the chosen node, considering only nodes for which `eligible(index)` holds;
-    /// `None` when no eligible node can be picked. `key` is the request's hash key (used by
-    /// hashing algorithms only).
-    fn select(&self, key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+    /// Index of the chosen node among the eligible ones; `None` when no eligible node can be
+    /// picked. `key` is the request's hash key (used by hashing algorithms only).
+    fn select(&self, key: &[u8], eligible: Eligible<'_>) -> Option<usize>;
 }
 
 /// A Weir selector over a set of Pingora backends: `BackendSelection` for use with
@@ -47,7 +70,7 @@ impl<S: LevelSelector + FromWeights> BackendSelection for Selection<S> {
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> Self::Iter {
-        let first = self.selector.select(key, &|_| true);
+        let first = self.selector.select(key, Eligible::All);
         SelectionIter {
             sel: Arc::clone(self),
             first,

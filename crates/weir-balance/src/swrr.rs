@@ -9,7 +9,7 @@
 //! thread (exact proportions need one sequence); the critical section is a loop over the
 //! level's nodes with no allocation and no await.
 
-use crate::selection::LevelSelector;
+use crate::selection::{Eligible, LevelSelector};
 use std::sync::Mutex;
 
 #[derive(Debug)]
@@ -23,6 +23,10 @@ struct State {
 #[derive(Debug)]
 pub struct SmoothWeighted {
     weights: Box<[u64]>,
+    /// Weights as `i64`, for the vectorisable all-eligible path.
+    iweights: Box<[i64]>,
+    /// Σ positive weights.
+    total: i64,
     state: Mutex<State>,
 }
 
@@ -32,6 +36,14 @@ impl SmoothWeighted {
         let n = weights.len();
         SmoothWeighted {
             weights: weights.into(),
+            iweights: weights
+                .iter()
+                .map(|w| (*w).min(i64::MAX as u64 / 2) as i64)
+                .collect(),
+            total: weights
+                .iter()
+                .map(|w| (*w).min(i64::MAX as u64 / 2) as i64)
+                .sum(),
             state: Mutex::new(State {
                 cw: vec![0; n],
                 zero_cursor: n.saturating_sub(1),
@@ -46,14 +58,31 @@ impl SmoothWeighted {
 }
 
 impl LevelSelector for SmoothWeighted {
-    fn select(&self, _key: &[u8], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, _key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
         let n = self.weights.len();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if eligible.is_all() && self.total > 0 {
+            // Every node eligible: add every weight (weight-0 nodes stay at 0, and the largest
+            // positive current weight is always > 0, so they are never the maximum), then take
+            // the first maximum. Two flat loops the compiler vectorises.
+            let cw: &mut [i64] = &mut st.cw[..n];
+            for (c, w) in cw.iter_mut().zip(&self.iweights[..n]) {
+                *c += *w;
+            }
+            let (mut best, mut top) = (0, cw[0]);
+            for (i, &v) in cw.iter().enumerate().skip(1) {
+                if v > top {
+                    (best, top) = (i, v);
+                }
+            }
+            cw[best] -= self.total;
+            return Some(best);
+        }
         let mut total: i64 = 0;
         let mut best: Option<usize> = None;
         for i in 0..n {
-            let w = self.weights[i] as i64;
-            if w == 0 || !eligible(i) {
+            let w = self.iweights[i];
+            if w == 0 || !eligible.test(i) {
                 continue;
             }
             st.cw[i] += w;
@@ -70,7 +99,7 @@ impl LevelSelector for SmoothWeighted {
         let start = st.zero_cursor;
         for k in 1..=n {
             let i = (start + k) % n;
-            if self.weights[i] == 0 && eligible(i) {
+            if self.weights[i] == 0 && eligible.test(i) {
                 st.zero_cursor = i;
                 return Some(i);
             }
@@ -87,7 +116,7 @@ mod tests {
         let s = SmoothWeighted::new(weights);
         (0..picks)
             .map(|_| {
-                let i = s.select(b"", &|_| true).unwrap();
+                let i = s.select(b"", Eligible::All).unwrap();
                 (b'A' + i as u8) as char
             })
             .collect()
@@ -109,7 +138,7 @@ mod tests {
         ] {
             let s = SmoothWeighted::new(weights);
             let picks: Vec<usize> = (0..period * 50)
-                .map(|_| s.select(b"", &|_| true).unwrap())
+                .map(|_| s.select(b"", Eligible::All).unwrap())
                 .collect();
             let g = weights.iter().copied().fold(0, gcd);
             for start in 0..picks.len() - period {
@@ -135,19 +164,19 @@ mod tests {
     #[test]
     fn ineligible_nodes_are_skipped_and_frozen() {
         let s = SmoothWeighted::new(&[1, 1, 1]);
-        assert_eq!(s.select(b"", &|i| i != 0), Some(1));
-        assert_eq!(s.select(b"", &|i| i != 0), Some(2));
-        assert_eq!(s.select(b"", &|_| false), None);
+        assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(1));
+        assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(2));
+        assert_eq!(s.select(b"", Eligible::Only(&|_| false)), None);
     }
 
     #[test]
     fn weight_zero_is_a_last_resort_in_round_robin() {
         let s = SmoothWeighted::new(&[2, 0, 0]);
-        assert_eq!(s.select(b"", &|_| true), Some(0));
-        assert_eq!(s.select(b"", &|i| i != 0), Some(1));
-        assert_eq!(s.select(b"", &|i| i != 0), Some(2));
-        assert_eq!(s.select(b"", &|i| i != 0), Some(1));
+        assert_eq!(s.select(b"", Eligible::All), Some(0));
+        assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(1));
+        assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(2));
+        assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(1));
         let only_zero = SmoothWeighted::new(&[0]);
-        assert_eq!(only_zero.select(b"", &|_| true), Some(0));
+        assert_eq!(only_zero.select(b"", Eligible::All), Some(0));
     }
 }

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use weir_balance::{LevelSelector, NodeState};
+use weir_balance::{Eligible, LevelSelector, NodeState};
 use weir_config::{LbType, PassHost, Scheme, Upstream};
 
 /// One node of a compiled upstream.
@@ -105,10 +105,13 @@ impl UpstreamRuntime {
         }
         while let Some(level) = self.levels.get(walk.level) {
             let start = level.start;
-            let chosen = level
-                .state
-                .selector
-                .select(key, &|i| self.eligible(walk, start + i));
+            let tried = |i: usize| self.eligible(walk, start + i);
+            let eligible = if walk.tried.is_empty() {
+                Eligible::All
+            } else {
+                Eligible::Only(&tried)
+            };
+            let chosen = level.state.selector.select(key, eligible);
             if let Some(i) = chosen {
                 let idx = start + i;
                 walk.tried.push(idx as u32);
