@@ -13,5 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
 fi
 export OPENSSL_NO_VENDOR=1
-cargo build --release -p weir-server -p pingora-rr
-exec python3 bench/bench.py "${CARGO_TARGET_DIR:-target}/release" "$@"
+cargo build --release -p weir-server -p pingora-rr -p weir-testkit
+rel="${CARGO_TARGET_DIR:-target}/release"
+python3 bench/bench.py "$rel" "$@"
+python3 bench/latency.py "$rel"
