@@ -1,0 +1,67 @@
+//! Embedding Weir in your own Pingora server, with a custom hook.
+//!
+//! `cargo run -p weir-proxy --example embed_with_hook -- conf/weir.yaml`
+//! serves the file's routes on its listeners and adds `X-Served-By: weir-example` to every
+//! response, and `X-Request-Start` (in microseconds) to every upstream request.
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{http_proxy_service, Session};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use weir_proxy::{server::server_conf, Hook, RequestCtx, SnapshotHandle, WeirProxy};
+
+struct Stamp;
+
+#[async_trait]
+impl Hook for Stamp {
+    fn name(&self) -> &str {
+        "stamp"
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        req.insert_header("X-Request-Start", us.to_string())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header("X-Served-By", "weir-example")
+    }
+}
+
+fn main() {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "conf/weir.yaml".into());
+    let config = match weir_config::load_file(&path) {
+        Ok(loaded) => loaded.config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            std::process::exit(1);
+        }
+    };
+    let handle = SnapshotHandle::new(&config.resources);
+    let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
+    server.bootstrap();
+    let proxy = WeirProxy::new(Arc::clone(&handle)).with_hook(Arc::new(Stamp));
+    let mut service = http_proxy_service(&server.configuration, proxy);
+    for addr in &config.server.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    server.add_service(service);
+    // `handle.apply(&resources)` swaps in a new configuration at any time.
+    server.run_forever();
+}
