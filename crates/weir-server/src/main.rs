@@ -93,6 +93,11 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
     if config.admin.is_some() {
         log::warn!("the Admin API is not implemented in this build yet; `admin` is ignored");
     }
+    if !config.server.tls_listen.is_empty() {
+        log::warn!(
+            "server.tls_listen is not implemented in this build yet; only server.listen is served"
+        );
+    }
     if config.control.is_some() {
         log::warn!("the control API is not implemented in this build yet; `control` is ignored");
     }
