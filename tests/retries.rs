@@ -112,6 +112,8 @@ fn read_timeout_answers_504() {
     let r = p.client().get("/").expect("req");
     assert_eq!(r.status, 504);
     assert_eq!(r.header("x-weir-upstream-status"), Some("504"));
+    // Pingora closes the client connection after a failed proxy attempt; the response says so.
+    assert_eq!(r.header("connection"), Some("close"));
 }
 
 #[test]

@@ -180,10 +180,12 @@ pub struct DiscoveryConfig {
     pub kubernetes: Vec<KubernetesConfig>,
 }
 
-/// What upstreams are validated against: the configured registries.
+/// What resources are validated against: the configured registries, and the names of
+/// plugins an embedder registered besides the built-in ones.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub discovery: DiscoveryConfig,
+    pub plugins: Vec<String>,
 }
 
 impl Env {

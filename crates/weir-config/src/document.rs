@@ -193,6 +193,12 @@ impl Resources {
 
 /// Validate a whole document (already parsed from YAML or JSON).
 pub fn parse_document(doc: &Value) -> Result<Loaded, ConfigErrors> {
+    parse_document_with(doc, &[])
+}
+
+/// Validate a document, also accepting the plugin names in `plugins` (registered by an
+/// embedder) in `plugins:` blocks.
+pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
     let empty = Value::Object(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let mut cx = Cx::default();
@@ -207,6 +213,7 @@ pub fn parse_document(doc: &Value) -> Result<Loaded, ConfigErrors> {
     }
     let env = Env {
         discovery: config.discovery.clone(),
+        plugins: plugins.iter().map(|s| s.to_string()).collect(),
     };
     if let Some((v, p)) = o.take("server") {
         config.server = parse_server(v, &p, &mut cx);

@@ -39,7 +39,9 @@ pub mod upstream;
 pub use cert::{CaCertificate, Certificate, Secret};
 pub use common::{Id, Meta, Method, Timeout};
 pub use discovery::{DiscoveryConfig, DiscoveryType, Env};
-pub use document::{parse_document, Config, Loaded, Resources, RESOURCE_KINDS};
+pub use document::{
+    parse_document, parse_document_with, Config, Loaded, Resources, RESOURCE_KINDS,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use path::Path;
 pub use plugins::{Consumer, KeyAuth, Plugins};
@@ -79,6 +81,11 @@ pub fn yaml_to_value(text: &str) -> Result<Value, ConfigErrors> {
 /// Validate a YAML document.
 pub fn parse_yaml(text: &str) -> Result<Loaded, ConfigErrors> {
     parse_document(&yaml_to_value(text)?)
+}
+
+/// Validate a YAML document that may enable the embedder's own `plugins` by name.
+pub fn parse_yaml_with_plugins(text: &str, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
+    parse_document_with(&yaml_to_value(text)?, plugins)
 }
 
 /// Read and validate a configuration file.

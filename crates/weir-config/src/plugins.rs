@@ -30,17 +30,32 @@ impl Default for KeyAuth {
 pub struct Plugins {
     #[serde(rename = "key-auth", skip_serializing_if = "Option::is_none")]
     pub key_auth: Option<KeyAuth>,
+    /// Plugins registered by an embedder (see [`Env::plugins`](crate::Env)), with their
+    /// configuration as written.
+    #[serde(flatten)]
+    pub other: std::collections::BTreeMap<String, Value>,
 }
 
 impl Plugins {
     pub fn is_empty(&self) -> bool {
-        self.key_auth.is_none()
+        self.key_auth.is_none() && self.other.is_empty()
+    }
+
+    /// Whether the plugin `name` is enabled.
+    pub fn enabled(&self, name: &str) -> bool {
+        match name {
+            "key-auth" => self.key_auth.is_some(),
+            _ => self.other.contains_key(name),
+        }
     }
 
     /// Merge a service's plugins under a route's: for the same name, the route's config wins.
     pub fn merged_over(&self, service: &Plugins) -> Plugins {
+        let mut other = service.other.clone();
+        other.extend(self.other.iter().map(|(k, v)| (k.clone(), v.clone())));
         Plugins {
             key_auth: self.key_auth.clone().or_else(|| service.key_auth.clone()),
+            other,
         }
     }
 }
@@ -58,7 +73,7 @@ fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str) {
     );
 }
 
-pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx) -> Plugins {
+pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx, env: &crate::Env) -> Plugins {
     let mut out = Plugins::default();
     let Some(mut o) = Obj::of(v, p, cx) else {
         return out;
@@ -79,6 +94,16 @@ pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx) -> Plugins {
                 k.hide_credentials = ko.bool(cx, "hide_credentials", false);
                 ko.finish(cx);
                 out.key_auth = Some(k);
+            }
+            _ if env.plugins.iter().any(|n| n == name) => {
+                if pv.is_object() {
+                    out.other.insert(name.to_owned(), pv.clone());
+                } else {
+                    cx.err(
+                        &pp,
+                        format!("must be an object, got {}", crate::error::show(pv)),
+                    );
+                }
             }
             _ => unknown_plugin(cx, &pp, name),
         }

@@ -154,7 +154,7 @@ pub fn parse_route(v: &Value, p: &Path, cx: &mut Cx, env: &Env) -> Option<Route>
     let (upstream_id, upstream) = upstream_choice(&mut o, cx, env);
     let plugins = o
         .take("plugins")
-        .map(|(v, pp)| parse_plugins(v, &pp, cx))
+        .map(|(v, pp)| parse_plugins(v, &pp, cx, env))
         .unwrap_or_default();
     let timeout = o
         .take("timeout")
@@ -186,7 +186,7 @@ pub fn parse_service(v: &Value, p: &Path, cx: &mut Cx, env: &Env) -> Option<Serv
     let (upstream_id, upstream) = upstream_choice(&mut o, cx, env);
     let plugins = o
         .take("plugins")
-        .map(|(v, pp)| parse_plugins(v, &pp, cx))
+        .map(|(v, pp)| parse_plugins(v, &pp, cx, env))
         .unwrap_or_default();
     o.finish(cx);
     if cx.errors.len() != before {

@@ -17,6 +17,7 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{ErrorSource, RetryType};
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 use weir_config::{PassHost, Resources};
@@ -59,25 +60,58 @@ impl SnapshotHandle {
     }
 }
 
+/// A hook and the plugin name that enables it on a route (`None`: every routed request).
+struct Registered {
+    plugin: Option<String>,
+    hook: Arc<dyn Hook>,
+}
+
 /// Weir's `ProxyHttp`.
 pub struct WeirProxy {
     handle: Arc<SnapshotHandle>,
     /// Built-in plugins first, then user hooks, in registration order.
-    hooks: Vec<Arc<dyn Hook>>,
+    hooks: Vec<Registered>,
 }
 
 impl WeirProxy {
     pub fn new(handle: Arc<SnapshotHandle>) -> Self {
         WeirProxy {
             handle,
-            hooks: vec![Arc::new(KeyAuthHook)],
+            hooks: vec![Registered {
+                plugin: Some("key-auth".into()),
+                hook: Arc::new(KeyAuthHook),
+            }],
         }
     }
 
     /// Add a hook that runs for every routed request, after the built-in plugins.
     pub fn with_hook(mut self, hook: Arc<dyn Hook>) -> Self {
-        self.hooks.push(hook);
+        self.hooks.push(Registered { plugin: None, hook });
         self
+    }
+
+    /// Register a plugin: `hook` runs only on routes whose `plugins:` (merged with their
+    /// service's) name `plugin`; its configuration is in `ctx.route.plugins.other[plugin]`.
+    /// Validate configurations with `weir_config::parse_yaml_with_plugins(text, &[plugin])`
+    /// so the name is accepted.
+    pub fn with_plugin(mut self, plugin: &str, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(Registered {
+            plugin: Some(plugin.to_owned()),
+            hook,
+        });
+        self
+    }
+
+    /// The hooks that apply to the request's route, in order.
+    fn active<'a>(&'a self, ctx: &'a RequestCtx) -> impl Iterator<Item = Arc<dyn Hook>> + 'a {
+        self.hooks
+            .iter()
+            .filter(move |r| match (&r.plugin, &ctx.route) {
+                (None, Some(_)) => true,
+                (Some(name), Some(route)) => route.plugins.enabled(name),
+                (_, None) => false,
+            })
+            .map(|r| Arc::clone(&r.hook))
     }
 
     pub fn handle(&self) -> &Arc<SnapshotHandle> {
@@ -121,7 +155,8 @@ impl ProxyHttp for WeirProxy {
             return Ok(true);
         };
         ctx.route = Some(Arc::clone(&route));
-        for hook in &self.hooks {
+        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
+        for hook in hooks {
             if hook.request_filter(session, ctx).await? {
                 return Ok(true);
             }
@@ -270,7 +305,8 @@ impl ProxyHttp for WeirProxy {
         if ctx.close_conn {
             req.insert_header(http::header::CONNECTION, "close")?;
         }
-        for hook in &self.hooks {
+        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
+        for hook in hooks {
             hook.upstream_request_filter(session, req, ctx).await?;
         }
         Ok(())
@@ -315,7 +351,8 @@ impl ProxyHttp for WeirProxy {
         if let Some(v) = ctx.upstream_status_header() {
             resp.insert_header("X-Weir-Upstream-Status", v)?;
         }
-        for hook in &self.hooks {
+        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
+        for hook in hooks {
             hook.response_filter(session, resp, ctx).await?;
         }
         Ok(())
@@ -399,6 +436,8 @@ impl ProxyHttp for WeirProxy {
         };
         ctx.in_flight = None;
         if code > 0 && session.response_written().is_none() {
+            // Pingora closes the client connection after a failed proxy attempt: say so.
+            session.as_downstream_mut().set_keepalive(None);
             let body = match code {
                 502 => r#"{"error_msg":"502 Bad Gateway"}"#,
                 503 => r#"{"error_msg":"503 Service Unavailable"}"#,
@@ -428,10 +467,9 @@ impl ProxyHttp for WeirProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
-        if ctx.route.is_some() {
-            for hook in &self.hooks {
-                hook.logging(session, e, ctx).await;
-            }
+        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
+        for hook in hooks {
+            hook.logging(session, e, ctx).await;
         }
     }
 }

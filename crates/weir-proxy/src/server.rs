@@ -30,10 +30,14 @@ pub fn server_conf(cfg: &Config) -> ServerConf {
 
 /// A Pingora server with Weir's proxy on every `server.listen` address, serving `handle`.
 pub fn build_server(cfg: &Config, opt: Option<Opt>, handle: Arc<SnapshotHandle>) -> Server {
+    build_server_with(cfg, opt, WeirProxy::new(handle))
+}
+
+/// As [`build_server`], with a proxy already configured (hooks, plugins).
+pub fn build_server_with(cfg: &Config, opt: Option<Opt>, weir: WeirProxy) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
-    let mut proxy =
-        http_proxy_service_with_name(&server.configuration, WeirProxy::new(handle), "weir");
+    let mut proxy = http_proxy_service_with_name(&server.configuration, weir, "weir");
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -59,7 +59,18 @@ impl Client {
             }
             match self.try_request(method, path, headers, body) {
                 Ok(r) => return Ok(r),
-                Err(e) if !fresh && e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+                // A reused connection the server had closed: retry once on a new one.
+                Err(e)
+                    if !fresh
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::UnexpectedEof
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::BrokenPipe
+                        ) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     self.conn = None;
                     return Err(e);

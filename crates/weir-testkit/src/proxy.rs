@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use weir_proxy::server::{build_server, ShutdownTrigger};
-use weir_proxy::SnapshotHandle;
+use weir_proxy::server::{build_server_with, ShutdownTrigger};
+use weir_proxy::{SnapshotHandle, WeirProxy};
 
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -18,7 +18,17 @@ pub struct TestProxy {
 impl TestProxy {
     /// Validate `yaml` (its `server.listen` is replaced by an ephemeral port) and serve it.
     pub fn start(yaml: &str) -> TestProxy {
-        let mut cfg = match weir_config::parse_yaml(yaml) {
+        Self::start_with(yaml, &[], WeirProxy::new)
+    }
+
+    /// As [`start`](Self::start), accepting the extra `plugins` names in the configuration
+    /// and serving it with the proxy `make` builds (hooks, plugins).
+    pub fn start_with(
+        yaml: &str,
+        plugins: &[&str],
+        make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
+    ) -> TestProxy {
+        let mut cfg = match weir_config::parse_yaml_with_plugins(yaml, plugins) {
             Ok(l) => l.config,
             Err(e) => panic!("test config invalid:\n{e}"),
         };
@@ -31,7 +41,7 @@ impl TestProxy {
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
         cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
         let handle = SnapshotHandle::new(&cfg.resources);
-        let server = build_server(&cfg, None, Arc::clone(&handle));
+        let server = build_server_with(&cfg, None, make(Arc::clone(&handle)));
         let trigger = ShutdownTrigger::default();
         let t = trigger.clone();
         let thread = std::thread::spawn(move || server.run(t.run_args()));

@@ -109,6 +109,7 @@ fn nodes_xor_discovery() {
             }),
             ..Default::default()
         },
+        ..Default::default()
     };
     let u = parse_env(
         json!({"service_name": "web", "discovery_type": "consul"}),
