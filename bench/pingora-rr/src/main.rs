@@ -29,7 +29,13 @@ fn main() {
         eprintln!("usage: pingora-rr LISTEN BACKEND...");
         std::process::exit(2);
     };
-    let lb = LoadBalancer::try_from_iter(backends.iter().map(String::as_str)).expect("backends");
+    let lb = match LoadBalancer::try_from_iter(backends.iter().map(String::as_str)) {
+        Ok(lb) => lb,
+        Err(e) => {
+            eprintln!("pingora-rr: bad backend address: {e}");
+            std::process::exit(2);
+        }
+    };
     let conf = ServerConf {
         threads: 1,
         ..ServerConf::default()
