@@ -17,7 +17,6 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{ErrorSource, RetryType};
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 use weir_config::{PassHost, Resources};
@@ -101,19 +100,19 @@ impl WeirProxy {
         });
         self
     }
+}
 
-    /// The hooks that apply to the request's route, in order.
-    fn active<'a>(&'a self, ctx: &'a RequestCtx) -> impl Iterator<Item = Arc<dyn Hook>> + 'a {
-        self.hooks
-            .iter()
-            .filter(move |r| match (&r.plugin, &ctx.route) {
-                (None, Some(_)) => true,
-                (Some(name), Some(route)) => route.plugins.enabled(name),
-                (_, None) => false,
-            })
-            .map(|r| Arc::clone(&r.hook))
+/// Whether a registered hook applies to the request: global hooks to every routed request,
+/// plugins to routes that enable them. Nothing runs for a request without a route.
+fn applies(r: &Registered, ctx: &RequestCtx) -> bool {
+    match (&r.plugin, &ctx.route) {
+        (None, Some(_)) => true,
+        (Some(name), Some(route)) => route.plugins.enabled(name),
+        (_, None) => false,
     }
+}
 
+impl WeirProxy {
     pub fn handle(&self) -> &Arc<SnapshotHandle> {
         &self.handle
     }
@@ -155,8 +154,11 @@ impl ProxyHttp for WeirProxy {
             return Ok(true);
         };
         ctx.route = Some(Arc::clone(&route));
-        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
-        for hook in hooks {
+        for r in &self.hooks {
+            if !applies(r, ctx) {
+                continue;
+            }
+            let hook = &r.hook;
             if hook.request_filter(session, ctx).await? {
                 return Ok(true);
             }
@@ -305,8 +307,11 @@ impl ProxyHttp for WeirProxy {
         if ctx.close_conn {
             req.insert_header(http::header::CONNECTION, "close")?;
         }
-        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
-        for hook in hooks {
+        for r in &self.hooks {
+            if !applies(r, ctx) {
+                continue;
+            }
+            let hook = &r.hook;
             hook.upstream_request_filter(session, req, ctx).await?;
         }
         Ok(())
@@ -351,8 +356,11 @@ impl ProxyHttp for WeirProxy {
         if let Some(v) = ctx.upstream_status_header() {
             resp.insert_header("X-Weir-Upstream-Status", v)?;
         }
-        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
-        for hook in hooks {
+        for r in &self.hooks {
+            if !applies(r, ctx) {
+                continue;
+            }
+            let hook = &r.hook;
             hook.response_filter(session, resp, ctx).await?;
         }
         Ok(())
@@ -467,8 +475,11 @@ impl ProxyHttp for WeirProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
-        let hooks: SmallVec<[Arc<dyn Hook>; 4]> = self.active(ctx).collect();
-        for hook in hooks {
+        for r in &self.hooks {
+            if !applies(r, ctx) {
+                continue;
+            }
+            let hook = &r.hook;
             hook.logging(session, e, ctx).await;
         }
     }

@@ -176,7 +176,8 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
     order.sort_by_key(|&i| std::cmp::Reverse(static_nodes[i].priority));
 
     let mut nodes = Vec::with_capacity(order.len());
-    let mut levels: Vec<Level> = Vec::new();
+    // (priority, start, end) of each level in `nodes`.
+    let mut ranges: Vec<(i64, usize, usize)> = Vec::new();
     for i in order {
         let n = &static_nodes[i];
         let Some(addr) = resolve(&n.host, n.ip, n.port) else {
@@ -193,14 +194,9 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         peer.options.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
         peer.options.verify_cert = conf.tls.verify;
         peer.options.verify_hostname = conf.tls.verify;
-        match levels.last_mut() {
-            Some(l) if l.priority == n.priority => l.end += 1,
-            _ => levels.push(Level {
-                priority: n.priority,
-                start: nodes.len(),
-                end: nodes.len() + 1,
-                state: placeholder(),
-            }),
+        match ranges.last_mut() {
+            Some(r) if r.0 == n.priority => r.2 += 1,
+            _ => ranges.push((n.priority, nodes.len(), nodes.len() + 1)),
         }
         nodes.push(NodeRuntime {
             host_is_ip: n.ip.is_some(),
@@ -215,25 +211,34 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         });
     }
     // Attach each level's balancer: kept while its nodes, weights and algorithm are unchanged.
-    for level in &mut levels {
-        let members = &nodes[level.start..level.end];
-        let spec = LevelSpec {
-            nodes: members
-                .iter()
-                .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
-                .collect(),
-            lb: conf.lb,
-            hash_balance_factor: conf.hash_balance_factor,
-        };
-        level.state = tables.levels.get_or_insert(
-            (key.clone(), level.priority),
-            |old| old.spec == spec,
-            || LevelState {
-                selector: build_selector(conf, members),
-                spec: spec.clone(),
-            },
-        );
-    }
+    let levels: Vec<Level> = ranges
+        .into_iter()
+        .map(|(priority, start, end)| {
+            let members = &nodes[start..end];
+            let spec = LevelSpec {
+                nodes: members
+                    .iter()
+                    .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
+                    .collect(),
+                lb: conf.lb,
+                hash_balance_factor: conf.hash_balance_factor,
+            };
+            let state = tables.levels.get_or_insert(
+                (key.clone(), priority),
+                |old| old.spec == spec,
+                || LevelState {
+                    selector: build_selector(conf, members),
+                    spec: spec.clone(),
+                },
+            );
+            Level {
+                priority,
+                start,
+                end,
+                state,
+            }
+        })
+        .collect();
     UpstreamRuntime {
         key,
         conf: conf.clone(),
@@ -241,17 +246,6 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         levels,
         pool,
     }
-}
-
-fn placeholder() -> Arc<LevelState> {
-    Arc::new(LevelState {
-        spec: LevelSpec {
-            nodes: Vec::new(),
-            lb: LbType::RoundRobin,
-            hash_balance_factor: None,
-        },
-        selector: Box::new(SmoothWeighted::new(&[])),
-    })
 }
 
 /// The balancer of one level for the upstream's `type`.
