@@ -1,0 +1,204 @@
+//! A checker: the targets and settings of one upstream key, and the task that probes them on
+//! their own schedules (SEMANTICS.md §5.1, §5.3).
+
+use crate::probe::{probe, ProbeKind, ProbeSpec};
+use crate::target::{Source, Target, TargetId, TargetSpec};
+use arc_swap::ArcSwap;
+use pingora::connectors::http::Connector;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// The health of one upstream key's targets, and its probe settings.
+pub struct Checker {
+    key: Arc<str>,
+    spec: ArcSwap<ProbeSpec>,
+    /// Fingerprint of the settings `spec` was built from.
+    version: AtomicU64,
+    /// Bumped when the settings change: the probe schedule restarts.
+    generation: AtomicU64,
+    /// Targets in node order, one per identity.
+    targets: ArcSwap<Vec<Arc<Target>>>,
+    target_count: AtomicUsize,
+    /// Targets currently down (kept in step by every state change).
+    down: Arc<AtomicI64>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checker")
+            .field("key", &self.key)
+            .field("targets", &self.target_count)
+            .field("down", &self.down)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checker {
+    pub(crate) fn new(key: &str, version: u64, spec: ProbeSpec) -> Self {
+        Checker {
+            key: Arc::from(key),
+            spec: ArcSwap::from_pointee(spec),
+            version: AtomicU64::new(version),
+            generation: AtomicU64::new(0),
+            targets: ArcSwap::from_pointee(Vec::new()),
+            target_count: AtomicUsize::new(0),
+            down: Arc::new(AtomicI64::new(0)),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The upstream key (`upstreams/u1`, `routes/r1`, `services/s1`).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn kind(&self) -> ProbeKind {
+        self.spec.load().kind
+    }
+
+    /// The current targets, in node order.
+    pub fn targets(&self) -> Arc<Vec<Arc<Target>>> {
+        self.targets.load_full()
+    }
+
+    /// No target is down: selection need not consult health. One atomic load.
+    #[inline]
+    pub fn none_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed) <= 0
+    }
+
+    /// Every target is down: fail open, every node counts as up.
+    #[inline]
+    pub fn all_down(&self) -> bool {
+        let n = self.target_count.load(Ordering::Relaxed) as i64;
+        n > 0 && self.down.load(Ordering::Relaxed) >= n
+    }
+
+    /// Replace the settings if their fingerprint changed: the schedule restarts, targets keep
+    /// their state.
+    pub(crate) fn update_spec(&self, version: u64, make_spec: impl FnOnce() -> ProbeSpec) {
+        if self.version.swap(version, Ordering::AcqRel) != version {
+            self.spec.store(Arc::new(make_spec()));
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Replace the target set: survivors keep their state, new targets start healthy, removed
+    /// ones are no longer probed. Returns the target of each spec, in order.
+    pub(crate) fn set_targets(&self, specs: &[TargetSpec]) -> Vec<Arc<Target>> {
+        let old = self.targets.load_full();
+        let mut by_id: HashMap<&TargetId, &Arc<Target>> =
+            old.iter().map(|t| (&t.id, t)).collect();
+        let mut list: Vec<Arc<Target>> = Vec::with_capacity(specs.len());
+        let mut per_spec = Vec::with_capacity(specs.len());
+        for s in specs {
+            if let Some(t) = list.iter().find(|t| t.id == s.id) {
+                // Same identity as an earlier node: one shared target.
+                per_spec.push(Arc::clone(t));
+                continue;
+            }
+            let t = match by_id.remove(&s.id) {
+                Some(t) => Arc::clone(t),
+                None => Arc::new(Target::new(
+                    s.clone(),
+                    Arc::clone(&self.key),
+                    Arc::clone(&self.down),
+                )),
+            };
+            list.push(Arc::clone(&t));
+            per_spec.push(t);
+        }
+        self.target_count.store(list.len(), Ordering::Relaxed);
+        self.targets.store(Arc::new(list));
+        for gone in by_id.values() {
+            gone.detach();
+        }
+        // Wake the task: new targets get their first due time, settings take effect.
+        self.changed.notify_one();
+        per_spec
+    }
+
+    /// The checker was removed: its targets no longer count anywhere.
+    pub(crate) fn stop(&self) {
+        for t in self.targets.load().iter() {
+            t.detach();
+        }
+        self.target_count.store(0, Ordering::Relaxed);
+    }
+
+    /// Probe every target on its schedule, forever (the task is aborted when the checker is
+    /// removed). The first probe of a target comes one interval after it was added; up targets
+    /// are probed every `healthy.interval`, down ones every `unhealthy.interval`; at most
+    /// `concurrency` probes are in flight.
+    pub async fn run(self: Arc<Self>, connector: Arc<Connector>) {
+        let mut due: HashMap<TargetId, Instant> = HashMap::new();
+        let mut busy: HashSet<TargetId> = HashSet::new();
+        let mut probes: JoinSet<(Arc<Target>, crate::probe::Outcome)> = JoinSet::new();
+        let mut generation = self.generation.load(Ordering::Acquire);
+        loop {
+            let g = self.generation.load(Ordering::Acquire);
+            if g != generation {
+                generation = g;
+                due.clear();
+            }
+            let spec = self.spec.load_full();
+            let targets = self.targets.load_full();
+            if due.len() > targets.len() {
+                let live: HashSet<&TargetId> = targets.iter().map(|t| &t.id).collect();
+                due.retain(|id, _| live.contains(id));
+            }
+            let now = Instant::now();
+            let mut wake = now + std::time::Duration::from_secs(3600);
+            for t in targets.iter() {
+                if busy.contains(&t.id) {
+                    continue;
+                }
+                let at = *due
+                    .entry(t.id.clone())
+                    .or_insert_with(|| now + interval(&spec, t));
+                if at <= now && probes.len() < spec.concurrency.max(1) {
+                    busy.insert(t.id.clone());
+                    let (spec, t, connector) =
+                        (Arc::clone(&spec), Arc::clone(t), Arc::clone(&connector));
+                    probes.spawn(async move {
+                        let outcome = probe(&spec, &t, &connector).await;
+                        (t, outcome)
+                    });
+                } else if at > now {
+                    wake = wake.min(at);
+                }
+            }
+            tokio::select! {
+                Some(done) = probes.join_next(), if !probes.is_empty() => {
+                    if probes.is_empty() {
+                        // Nothing in flight: nothing can be busy (also after a failed task).
+                        busy.clear();
+                    }
+                    if let Ok((t, outcome)) = done {
+                        busy.remove(&t.id);
+                        let spec = self.spec.load();
+                        if let Some(report) = outcome {
+                            t.report(report, &spec.thresholds, Source::Active);
+                        }
+                        due.insert(t.id.clone(), Instant::now() + interval(&spec, &t));
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+fn interval(spec: &ProbeSpec, t: &Target) -> std::time::Duration {
+    if t.is_up() {
+        spec.healthy_interval
+    } else {
+        spec.unhealthy_interval
+    }
+}

@@ -1,0 +1,27 @@
+//! Weir's health checks (SEMANTICS.md §5).
+//!
+//! - [`HealthTable`]: one [`Checker`] per upstream key with `checks`, process-wide.
+//! - [`Target`]: a probed identity `(ip, port, hostname)` with APISIX's four-state machine
+//!   ([`state`]), updated lock-free by active probes and passive reports alike.
+//! - [`HealthService`]: a Pingora background service running every checker as a task.
+//!
+//! Why not Pingora's `HealthCheck`/`HealthRegistry`: they keep one consecutive counter and
+//! one probe period, while APISIX semantics need four counters with their own thresholds, a
+//! period per state, passive reports into the same state, and statuses that count for
+//! neither side. The probe itself reuses Pingora's connector.
+
+pub mod checker;
+pub mod probe;
+pub mod service;
+pub mod state;
+pub mod status;
+pub mod table;
+pub mod target;
+
+pub use checker::Checker;
+pub use probe::{transport_report, ProbeKind, ProbeSpec};
+pub use service::HealthService;
+pub use state::{Counters, Health, HealthStatus, Report, Thresholds};
+pub use status::{StatusClasses, StatusSet};
+pub use table::HealthTable;
+pub use target::{Source, Target, TargetId, TargetSpec};

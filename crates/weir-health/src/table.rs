@@ -1,0 +1,85 @@
+//! The process-wide health table: one [`Checker`] per upstream key with `checks`, shared by
+//! every snapshot and request and by the background service that runs the probes.
+
+use crate::checker::Checker;
+use crate::probe::ProbeSpec;
+use crate::target::{Target, TargetSpec};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Checkers by upstream key. The lock is taken when a configuration is compiled and when the
+/// service reconciles its tasks, never on the request path.
+#[derive(Debug, Default)]
+pub struct HealthTable {
+    checkers: Mutex<BTreeMap<String, Arc<Checker>>>,
+    changed: Notify,
+}
+
+impl HealthTable {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Checker>>> {
+        self.checkers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Create or update the checker of `key`. `version` fingerprints everything the settings
+    /// are built from: `make_spec` runs (and the schedule restarts) only when it changed.
+    /// Returns the checker and the target of each of `targets`, in order.
+    pub fn sync(
+        &self,
+        key: &str,
+        version: u64,
+        make_spec: impl FnOnce() -> ProbeSpec,
+        targets: &[TargetSpec],
+    ) -> (Arc<Checker>, Vec<Arc<Target>>) {
+        let mut map = self.lock();
+        let checker = match map.get(key) {
+            Some(c) => {
+                c.update_spec(version, make_spec);
+                Arc::clone(c)
+            }
+            None => {
+                let c = Arc::new(Checker::new(key, version, make_spec()));
+                map.insert(key.to_owned(), Arc::clone(&c));
+                self.changed.notify_one();
+                c
+            }
+        };
+        drop(map);
+        let per_target = checker.set_targets(targets);
+        (checker, per_target)
+    }
+
+    /// Stop and drop every checker whose key is not in `keep` (upstream deleted, or `checks`
+    /// removed): its state is dropped and its targets are no longer probed.
+    pub fn retain(&self, keep: &HashSet<String>) {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|k, c| {
+            let stays = keep.contains(k);
+            if !stays {
+                c.stop();
+            }
+            stays
+        });
+        let removed = before != map.len();
+        drop(map);
+        if removed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The checker of an upstream key.
+    pub fn get(&self, key: &str) -> Option<Arc<Checker>> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Every checker, by key.
+    pub fn checkers(&self) -> Vec<Arc<Checker>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Resolves when checkers were added or removed since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
