@@ -77,6 +77,45 @@ impl RequestCtx {
         }
     }
 
+    /// The current attempt's node and its upstream's health, when the upstream has `checks`
+    /// and the node has a target (not for single-node upstreams' health filtering, but
+    /// reports still count).
+    fn health_target(
+        &self,
+    ) -> Option<(&crate::health::UpstreamHealth, &Arc<weir_health::Target>)> {
+        let up = self.upstream.as_ref()?;
+        let health = up.health.as_ref()?;
+        let target = up.nodes.get(self.current?)?.health.as_ref()?;
+        Some((health, target))
+    }
+
+    /// Passive report of a failed attempt that will be retried (SEMANTICS.md §5.5).
+    pub fn report_transport(&self, e: &pingora::prelude::Error) {
+        if let Some((h, t)) = self.health_target() {
+            h.report_transport(t, e);
+        }
+    }
+
+    /// Passive report of a `retry_on_status` response.
+    pub fn report_status(&self, status: u16) {
+        if let Some((h, t)) = self.health_target() {
+            h.report_status(t, status);
+        }
+    }
+
+    /// The final report: the status the client received, against the last node attempted
+    /// (only with `checks.passive`).
+    pub fn report_final(&self, status: u16) {
+        if self.attempts == 0 {
+            return;
+        }
+        if let Some((h, t)) = self.health_target() {
+            if h.final_report {
+                h.report_status(t, status);
+            }
+        }
+    }
+
     /// The response header of the current attempt arrived.
     pub fn attempt_answered(&self, discarded: bool) {
         let sample = self.attempt_elapsed();

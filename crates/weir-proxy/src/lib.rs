@@ -5,9 +5,11 @@
 //! priority levels, retries with a tried set, timeouts, `pass_host`, keepalive pool limits and
 //! `X-Weir-Upstream-Status`. [`server`] builds a Pingora `Server` from a `weir_config::Config`.
 
+pub mod control;
 mod ctx;
 mod failure;
 mod hash_key;
+pub mod health;
 pub mod hook;
 pub mod key_auth;
 mod pool;

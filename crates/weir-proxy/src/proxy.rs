@@ -53,6 +53,11 @@ impl SnapshotHandle {
         self.current.store(Arc::new(snap));
     }
 
+    /// The state shared across snapshots (health table, per-node state).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
     /// The live snapshot.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -335,6 +340,7 @@ impl ProxyHttp for WeirProxy {
                 && ctx.may_retry()
             {
                 ctx.status_retry = true;
+                ctx.report_status(status);
                 ctx.attempt_answered(true);
                 ctx.in_flight = None;
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
@@ -376,6 +382,9 @@ impl ProxyHttp for WeirProxy {
         // Nothing was sent: every method may go to the next node.
         ctx.attempt_failed(is_timeout(&e));
         let retry = ctx.may_retry();
+        if retry {
+            ctx.report_transport(&e);
+        }
         e.set_retry(retry);
         e
     }
@@ -420,6 +429,9 @@ impl ProxyHttp for WeirProxy {
         }
         ctx.attempt_failed(timed_out);
         let retry = idempotent && !truncated && !is_malformed_response(&e) && ctx.may_retry();
+        if retry {
+            ctx.report_transport(&e);
+        }
         e.set_retry(retry);
         e
     }
@@ -475,6 +487,9 @@ impl ProxyHttp for WeirProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
+        if let Some(resp) = session.response_written() {
+            ctx.report_final(resp.status.as_u16());
+        }
         for r in &self.hooks {
             if !applies(r, ctx) {
                 continue;

@@ -1,6 +1,10 @@
 //! Building and running a Pingora `Server` for a Weir configuration.
 
+use crate::control::ControlApi;
 use crate::proxy::{SnapshotHandle, WeirProxy};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use weir_health::HealthService;
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -37,6 +41,17 @@ pub fn build_server(cfg: &Config, opt: Option<Opt>, handle: Arc<SnapshotHandle>)
 pub fn build_server_with(cfg: &Config, opt: Option<Opt>, weir: WeirProxy) -> Server {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
+    let handle = Arc::clone(weir.handle());
+    // Every checker of every upstream runs in this one background service.
+    server.add_service(background_service(
+        "weir health checks",
+        HealthService::new(Arc::clone(&handle.tables().health)),
+    ));
+    if let Some(control) = &cfg.control {
+        let mut svc = Service::new("weir control API".into(), ControlApi::new(handle));
+        svc.add_tcp(&control.listen.to_string());
+        server.add_service(svc);
+    }
     let mut proxy = http_proxy_service_with_name(&server.configuration, weir, "weir");
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());

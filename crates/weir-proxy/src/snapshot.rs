@@ -2,6 +2,7 @@
 //! validated [`Resources`]. State that must outlive a snapshot (per-node counters, round-robin
 //! cycles, pool accounting) is looked up in [`Tables`], so unchanged nodes keep it.
 
+use crate::health::{fingerprint, probe_spec, target_spec, UpstreamHealth};
 use crate::key_auth::ConsumerIndex;
 use crate::pool::PoolState;
 use crate::router::Router;
@@ -11,7 +12,7 @@ use crate::upstream::{
 };
 use log::warn;
 use pingora::upstreams::peer::HttpPeer;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use weir_balance::{
@@ -19,6 +20,7 @@ use weir_balance::{
     StateTable,
 };
 use weir_config::{Id, LbType, Plugins, Resources, Targets, Timeout, Upstream};
+use weir_health::HealthTable;
 
 /// State shared across snapshots, keyed by upstream key and node or level identity.
 #[derive(Debug, Default)]
@@ -26,6 +28,9 @@ pub struct Tables {
     nodes: StateTable<(String, String, u16), NodeState>,
     levels: StateTable<(String, i64), LevelState>,
     pools: StateTable<String, PoolState>,
+    /// Checkers by upstream key: held strongly (they probe with or without traffic) and
+    /// dropped when a snapshot no longer has the key with `checks`.
+    pub health: Arc<HealthTable>,
 }
 
 impl Tables {
@@ -55,6 +60,8 @@ pub struct Snapshot {
     pub(crate) router: Router<Arc<RouteRuntime>>,
     /// Every compiled upstream by key (`upstreams/u1`, `routes/r1`, `services/s1`).
     pub upstreams: HashMap<String, Arc<UpstreamRuntime>>,
+    /// Keys of every route, service and upstream (`routes/r1`, ...), compiled or not.
+    pub known: HashSet<String>,
 }
 
 impl Snapshot {
@@ -63,20 +70,24 @@ impl Snapshot {
         Snapshot {
             router: Router::new(std::iter::empty()),
             upstreams: HashMap::new(),
+            known: HashSet::new(),
         }
     }
 
     /// Compile validated resources, reusing per-node state from `tables`.
     pub fn compile(res: &Resources, tables: &Tables) -> Snapshot {
         let mut upstreams: HashMap<String, Arc<UpstreamRuntime>> = HashMap::new();
+        let mut known = HashSet::new();
         for u in &res.upstreams {
             if let Some(id) = &u.id {
                 let key = format!("upstreams/{id}");
+                known.insert(key.clone());
                 upstreams.insert(key.clone(), Arc::new(compile_upstream(key, u, tables)));
             }
         }
         let mut services = HashMap::new();
         for s in &res.services {
+            known.insert(format!("services/{}", s.id));
             let up = match (&s.upstream, &s.upstream_id) {
                 (Some(inline), _) => {
                     let key = format!("services/{}", s.id);
@@ -103,6 +114,7 @@ impl Snapshot {
         );
         let mut compiled_routes = Vec::with_capacity(res.routes.len());
         for r in &res.routes {
+            known.insert(format!("routes/{}", r.id));
             let service = r.service_id.as_ref().and_then(|id| services.get(id));
             let upstream = if let Some(inline) = &r.upstream {
                 let key = format!("routes/{}", r.id);
@@ -130,8 +142,18 @@ impl Snapshot {
             ));
         }
         let router = Router::new(compiled_routes);
+        let checked: HashSet<String> = upstreams
+            .values()
+            .filter(|u| u.health.is_some())
+            .map(|u| u.key.clone())
+            .collect();
+        tables.health.retain(&checked);
         tables.prune();
-        Snapshot { router, upstreams }
+        Snapshot {
+            router,
+            upstreams,
+            known,
+        }
     }
 
     /// The best route for a request (see [`Router::find`]).
@@ -176,6 +198,8 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
     order.sort_by_key(|&i| std::cmp::Reverse(static_nodes[i].priority));
 
     let mut nodes = Vec::with_capacity(order.len());
+    let active = conf.checks.as_ref().map(|c| &c.active);
+    let mut target_specs = Vec::new();
     // (priority, start, end) of each level in `nodes`.
     let mut ranges: Vec<(i64, usize, usize)> = Vec::new();
     for i in order {
@@ -194,6 +218,9 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         peer.options.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
         peer.options.verify_cert = conf.tls.verify;
         peer.options.verify_hostname = conf.tls.verify;
+        if let Some(active) = active {
+            target_specs.push(target_spec(conf, active, n, addr));
+        }
         match ranges.last_mut() {
             Some(r) if r.0 == n.priority => r.2 += 1,
             _ => ranges.push((n.priority, nodes.len(), nodes.len() + 1)),
@@ -207,9 +234,23 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
             node_host_header: node_host_header(&n.host, n.port, conf.scheme),
             node_sni,
             state,
+            health: None,
             peer,
         });
     }
+    // Health: the checker of this key, kept across reloads; targets by identity.
+    let health = conf.checks.as_ref().map(|checks| {
+        let (checker, targets) = tables.health.sync(
+            &key,
+            fingerprint(conf, &checks.active),
+            || probe_spec(&checks.active),
+            &target_specs,
+        );
+        for (node, target) in nodes.iter_mut().zip(targets) {
+            node.health = Some(target);
+        }
+        UpstreamHealth::new(checker, checks.passive.as_ref())
+    });
     // Attach each level's balancer: kept while its nodes, weights and algorithm are unchanged.
     let levels: Vec<Level> = ranges
         .into_iter()
@@ -245,6 +286,7 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         nodes,
         levels,
         pool,
+        health,
     }
 }
 

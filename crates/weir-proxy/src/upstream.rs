@@ -2,6 +2,7 @@
 //! its shared state and a ready-made Pingora peer, and the selection walk of SEMANTICS.md §3.4
 //! and §4.5 (tried set, level descent, single-node rule).
 
+use crate::health::UpstreamHealth;
 use crate::pool::PoolState;
 use pingora::upstreams::peer::HttpPeer;
 use smallvec::SmallVec;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use weir_balance::{Eligible, LevelSelector, NodeState};
 use weir_config::{LbType, PassHost, Scheme, Upstream};
+use weir_health::Target;
 
 /// One node of a compiled upstream.
 #[derive(Debug)]
@@ -26,6 +28,8 @@ pub struct NodeRuntime {
     /// SNI for `pass_host: node`: the host name, or empty for an IP literal.
     pub node_sni: String,
     pub state: Arc<NodeState>,
+    /// The node's health target (upstreams with `checks`).
+    pub health: Option<Arc<Target>>,
     /// Peer with everything but the per-request parts (SNI under `pass`, timeouts).
     pub peer: HttpPeer,
 }
@@ -73,6 +77,16 @@ pub struct UpstreamRuntime {
     pub nodes: Vec<NodeRuntime>,
     pub levels: Vec<Level>,
     pub pool: Arc<PoolState>,
+    /// Checker and passive thresholds (`checks` only).
+    pub health: Option<UpstreamHealth>,
+}
+
+impl NodeRuntime {
+    /// Up by its health state (always, without `checks`).
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.health.as_ref().is_none_or(|t| t.is_up())
+    }
 }
 
 /// Per-request selection state: the current level and the nodes tried at it.
@@ -93,23 +107,32 @@ impl UpstreamRuntime {
         retries.saturating_add(1)
     }
 
-    fn eligible(&self, walk: &Walk, idx: usize) -> bool {
-        !walk.tried.contains(&(idx as u32))
+    /// Whether selection must skip down nodes right now: some node is down, not all.
+    #[inline]
+    fn health_filtering(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.filtering())
     }
 
-    /// Pick the next node for this request, walking down the levels as they run out.
+    #[inline]
+    fn eligible(&self, walk: &Walk, idx: usize, filtering: bool) -> bool {
+        !walk.tried.contains(&(idx as u32)) && (!filtering || self.nodes[idx].is_up())
+    }
+
+    /// Pick the next node for this request, walking down the levels as they run out. Down
+    /// nodes are skipped while some node is up (SEMANTICS.md §5.6).
     pub fn pick(&self, key: &[u8], walk: &mut Walk) -> Option<usize> {
         if self.nodes.len() == 1 {
-            // Single-node upstream: no tried set, every retry goes to the node.
+            // Single-node upstream: no tried set, no health, every retry goes to the node.
             return Some(0);
         }
+        let filtering = self.health_filtering();
         while let Some(level) = self.levels.get(walk.level) {
             let start = level.start;
-            let tried = |i: usize| self.eligible(walk, start + i);
-            let eligible = if walk.tried.is_empty() {
+            let ok = |i: usize| self.eligible(walk, start + i, filtering);
+            let eligible = if walk.tried.is_empty() && !filtering {
                 Eligible::All
             } else {
-                Eligible::Only(&tried)
+                Eligible::Only(&ok)
             };
             let chosen = level.state.selector.select(key, eligible);
             if let Some(i) = chosen {
@@ -128,13 +151,14 @@ impl UpstreamRuntime {
         if self.nodes.len() == 1 {
             return true;
         }
-        match self.levels.get(walk.level) {
-            Some(level) => {
-                (level.start..level.end).any(|i| self.eligible(walk, i))
-                    || walk.level + 1 < self.levels.len()
-            }
-            None => false,
-        }
+        let filtering = self.health_filtering();
+        let Some(level) = self.levels.get(walk.level) else {
+            return false;
+        };
+        (level.start..level.end).any(|i| self.eligible(walk, i, filtering))
+            || self.levels[walk.level + 1..].iter().any(|l| {
+                (l.start..l.end).any(|i| !filtering || self.nodes[i].is_up())
+            })
     }
 
     /// `Host` to send for this node, or `None` to pass the client's.

@@ -98,9 +98,6 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
             "server.tls_listen is not implemented in this build yet; only server.listen is served"
         );
     }
-    if config.control.is_some() {
-        log::warn!("the control API is not implemented in this build yet; `control` is ignored");
-    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,

@@ -10,6 +10,8 @@ use weir_proxy::{SnapshotHandle, WeirProxy};
 
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The control API's address, when the configuration has `control`.
+    pub control: Option<SocketAddr>,
     pub handle: Arc<SnapshotHandle>,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
@@ -36,6 +38,10 @@ impl TestProxy {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         cfg.server.listen = vec![addr];
         cfg.server.threads = 2;
+        let control = cfg.control.as_mut().map(|c| {
+            c.listen = ([127, 0, 0, 1], crate::free_port()).into();
+            c.listen
+        });
         let dir = std::env::temp_dir().join(format!("weir-test-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
@@ -49,8 +55,15 @@ impl TestProxy {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
         });
         assert!(up.is_some(), "proxy did not start listening on {addr}");
+        if let Some(c) = control {
+            let up = crate::wait_for(Duration::from_secs(10), || {
+                TcpStream::connect_timeout(&c, Duration::from_millis(100)).ok()
+            });
+            assert!(up.is_some(), "control API did not start listening on {c}");
+        }
         TestProxy {
             addr,
+            control,
             handle,
             trigger,
             thread: Some(thread),
@@ -59,6 +72,15 @@ impl TestProxy {
 
     pub fn client(&self) -> crate::Client {
         crate::Client::new(self.addr)
+    }
+
+    /// `GET` a control API path: status and parsed JSON body.
+    pub fn control_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let addr = self.control.expect("the configuration has no `control` block");
+        let r = crate::Client::new(addr).get(path).expect("control API request");
+        let body = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("control API body is not JSON ({e}): {}", r.body));
+        (r.status, body)
     }
 
     /// Validate `yaml` and swap its resources in.

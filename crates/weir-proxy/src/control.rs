@@ -1,0 +1,98 @@
+//! The read-only control API on `control.listen` (CONFIG.md, SEMANTICS.md §5.7):
+//! `GET /v1/healthcheck` and `GET /v1/healthcheck/{upstreams|routes|services}/{id}`.
+
+use crate::proxy::SnapshotHandle;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use weir_health::Checker;
+
+/// The control API application, served by a Pingora listening service.
+pub struct ControlApi {
+    handle: Arc<SnapshotHandle>,
+}
+
+impl ControlApi {
+    pub fn new(handle: Arc<SnapshotHandle>) -> Self {
+        ControlApi { handle }
+    }
+
+    /// Status and JSON body for a request.
+    pub fn answer(&self, method: &http::Method, path: &str) -> (u16, Value) {
+        if method != http::Method::GET {
+            return (405, json!({"error_msg": "method not allowed"}));
+        }
+        let table = &self.handle.tables().health;
+        let path = path.trim_end_matches('/');
+        if path == "/v1/healthcheck" {
+            let all: Vec<Value> = table.checkers().iter().map(|c| entry(c)).collect();
+            return (200, Value::Array(all));
+        }
+        let Some(rest) = path.strip_prefix("/v1/healthcheck/") else {
+            return (404, json!({"error_msg": "not found"}));
+        };
+        let Some((kind, id)) = rest.split_once('/') else {
+            return (400, json!({"error_msg": format!("invalid src type {rest}")}));
+        };
+        if !matches!(kind, "upstreams" | "routes" | "services") {
+            return (400, json!({"error_msg": format!("invalid src type {kind}")}));
+        }
+        let key = format!("{kind}/{id}");
+        if let Some(c) = table.get(&key) {
+            return (200, entry(&c));
+        }
+        let msg = if self.handle.load().known.contains(&key) {
+            format!("no checker for {kind}[{id}]")
+        } else {
+            format!("{kind}[{id}] not found")
+        };
+        (404, json!({ "error_msg": msg }))
+    }
+}
+
+/// One checker as the control API shows it.
+fn entry(c: &Checker) -> Value {
+    let nodes: Vec<Value> = c
+        .targets()
+        .iter()
+        .map(|t| {
+            let h = t.health();
+            json!({
+                "ip": t.id.ip.to_string(),
+                "port": t.id.port,
+                "hostname": t.id.hostname,
+                "status": h.status.as_str(),
+                "counter": {
+                    "success": h.counters.success,
+                    "http_failure": h.counters.http_failure,
+                    "tcp_failure": h.counters.tcp_failure,
+                    "timeout_failure": h.counters.timeout_failure,
+                },
+            })
+        })
+        .collect();
+    json!({"name": c.key(), "type": c.kind().as_str(), "nodes": nodes})
+}
+
+#[async_trait]
+impl ServeHttp for ControlApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let (status, body) = self.answer(&req.method, req.uri.path());
+        let body = body.to_string().into_bytes();
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let headers = resp.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let len = resp.body().len();
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, len.into());
+        resp
+    }
+}
