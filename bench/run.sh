@@ -17,3 +17,7 @@ cargo build --release -p weir-server -p pingora-rr -p weir-testkit
 rel="${CARGO_TARGET_DIR:-target}/release"
 python3 bench/bench.py "$rel" "$@"
 python3 bench/latency.py "$rel"
+# Issue 5's reliability figure: one node killed at 3 s and restarted at 6 s under sequential
+# GETs; prints errors, time to eject and time until traffic returns.
+cargo test --release -q -p weir-server --test health reliability_under_a_node_restart -- --nocapture 2>&1 \
+  | grep '^reliability:' || true

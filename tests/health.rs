@@ -58,7 +58,11 @@ fn wait_status(p: &TestProxy, key: &str, port: u16, want: &str, within: Duration
 
 #[test]
 fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     let p = TestProxy::start(&config(&format!(
         "{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n",
         nodes(&[&a, &b, &c])
@@ -66,14 +70,22 @@ fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
     // Probes reach every node.
     for n in [&a, &b, &c] {
         assert!(
-            wait_for(Duration::from_secs(5), || (!probes(n).is_empty()).then_some(())).is_some(),
+            wait_for(Duration::from_secs(5), || (!probes(n).is_empty())
+                .then_some(()))
+            .is_some(),
             "{} was never probed",
             n.name()
         );
     }
     c.stop();
     // interval (1 s) × tcp_failures (2) + 1 s.
-    let state = wait_status(&p, "upstreams/u1", c.port(), "unhealthy", Duration::from_secs(3));
+    let state = wait_status(
+        &p,
+        "upstreams/u1",
+        c.port(),
+        "unhealthy",
+        Duration::from_secs(3),
+    );
     assert_eq!(state["counter"]["tcp_failure"], 2, "{state}");
 
     // Bring a process back on the port that fails its probes (500): it stays down and gets
@@ -90,7 +102,13 @@ fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
 
     // Healthy again after `healthy.successes` (2) good probes, and traffic returns.
     revived.set_mode(Mode::Ok);
-    wait_status(&p, "upstreams/u1", c.port(), "healthy", Duration::from_secs(10));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        c.port(),
+        "healthy",
+        Duration::from_secs(10),
+    );
     let back = wait_for(Duration::from_secs(5), || {
         let _ = client.get("/again");
         (client_hits(&revived) > 0).then_some(())
@@ -100,7 +118,11 @@ fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
 
 #[test]
 fn a_node_answering_500_is_ejected_by_passive_checks() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     c.set_mode(Mode::Status(500));
     // TCP probes (which the 500 node passes) far apart: only passive reports act here.
     let p = TestProxy::start(&config(&format!(
@@ -136,7 +158,11 @@ fn failed_attempts_that_are_retried_are_reported_without_a_passive_block() {
         assert_eq!(client.get("/").expect("request").status, 200);
     }
     // Passive defaults: two tcp failures (between attempts) eject the dead node.
-    let port: u16 = dead.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let port: u16 = dead
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
     let state = target_state(&p, "upstreams/u1", port).expect("target");
     assert_eq!(state["status"], "unhealthy", "{state}");
     assert_eq!(state["counter"]["tcp_failure"], 2);
@@ -151,7 +177,11 @@ fn every_algorithm_skips_down_nodes_and_chash_keeps_its_ring() {
         "type: ewma",
     ];
     for lb in types {
-        let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+        let (a, b, c) = (
+            Backend::start("a"),
+            Backend::start("b"),
+            Backend::start("c"),
+        );
         let p = TestProxy::start(&config(&format!(
             "    {lb}\n{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1, http_failures: 1}}}}\n",
             nodes(&[&a, &b, &c])
@@ -163,7 +193,13 @@ fn every_algorithm_skips_down_nodes_and_chash_keeps_its_ring() {
             .map(|path| client.get(path).expect("request").body)
             .collect();
         c.set_mode(Mode::Status(500));
-        wait_status(&p, "upstreams/u1", c.port(), "unhealthy", Duration::from_secs(5));
+        wait_status(
+            &p,
+            "upstreams/u1",
+            c.port(),
+            "unhealthy",
+            Duration::from_secs(5),
+        );
         let hits_c = client_hits(&c);
         for (path, was) in paths.iter().zip(&before) {
             let r = client.get(path).expect("request");
@@ -186,7 +222,13 @@ fn all_nodes_down_fails_open_and_targets_are_shared_by_identity() {
         "{}    checks:\n      active: {{port: {dead}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n",
         nodes(&[&a, &b])
     )));
-    wait_status(&p, "upstreams/u1", dead, "unhealthy", Duration::from_secs(5));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        dead,
+        "unhealthy",
+        Duration::from_secs(5),
+    );
     let (_, body) = p.control_get("/v1/healthcheck/upstreams/u1");
     assert_eq!(body["nodes"].as_array().map(Vec::len), Some(1), "{body}");
     let mut client = p.client();
@@ -204,7 +246,13 @@ fn a_single_node_upstream_is_never_filtered() {
         "{}    checks:\n      active: {{http_path: {PROBE_PATH}, unhealthy: {{http_failures: 1}}}}\n",
         nodes(&[&a])
     )));
-    wait_status(&p, "upstreams/u1", a.port(), "unhealthy", Duration::from_secs(5));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        a.port(),
+        "unhealthy",
+        Duration::from_secs(5),
+    );
     let r = p.client().get("/").expect("request");
     assert_eq!((r.status, r.body.as_str()), (500, "a"));
 }
@@ -218,14 +266,26 @@ fn a_down_high_priority_node_sends_traffic_to_the_lower_level() {
         hi.port(),
         lo.port()
     )));
-    wait_status(&p, "upstreams/u1", hi.port(), "unhealthy", Duration::from_secs(5));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        hi.port(),
+        "unhealthy",
+        Duration::from_secs(5),
+    );
     let mut client = p.client();
     for _ in 0..5 {
         let r = client.get("/").expect("request");
         assert_eq!((r.status, r.body.as_str()), (200, "lo"));
     }
     hi.set_mode(Mode::Ok);
-    wait_status(&p, "upstreams/u1", hi.port(), "healthy", Duration::from_secs(10));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        hi.port(),
+        "healthy",
+        Duration::from_secs(10),
+    );
     assert_eq!(client.get("/").expect("request").body, "hi");
 }
 
@@ -239,13 +299,22 @@ fn probes_carry_the_host_headers_and_settings_of_the_check() {
     ));
     let seen = wait_for(Duration::from_secs(5), || probes(&a).into_iter().next()).expect("probe");
     assert_eq!(seen.method, "POST");
-    assert_eq!(seen.headers.get("host").map(String::as_str), Some("health.example"));
+    assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some("health.example")
+    );
     assert_eq!(seen.headers.get("x-probe").map(String::as_str), Some("yes"));
-    assert_eq!(seen.headers.get("connection").map(String::as_str), Some("close"));
+    assert_eq!(
+        seen.headers.get("connection").map(String::as_str),
+        Some("close")
+    );
     assert_eq!(seen.body, b"ping");
     let seen = wait_for(Duration::from_secs(5), || probes(&b).into_iter().next()).expect("probe");
     assert_eq!(seen.method, "GET");
-    assert_eq!(seen.headers.get("host").map(String::as_str), Some("rewritten.example"));
+    assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some("rewritten.example")
+    );
     // The target's hostname is `checks.active.host`; the probe Host follows pass_host.
     let state = target_state(&p, "upstreams/rewrite", b.port()).expect("target");
     assert_eq!(state["hostname"], "ignored.example");
@@ -268,7 +337,10 @@ fn https_probes_send_the_host_as_sni() {
     )));
     let seen = wait_for(Duration::from_secs(5), || probes(&tls).into_iter().next()).expect("probe");
     assert_eq!(seen.sni.as_deref(), Some("secure.example"));
-    assert_eq!(seen.headers.get("host").map(String::as_str), Some("secure.example"));
+    assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some("secure.example")
+    );
 }
 
 #[test]
@@ -289,14 +361,27 @@ fn https_probes_verify_the_certificate_by_default() {
         "    scheme: https\n{}    checks:\n      active: {{type: https, host: secure.example, http_path: {PROBE_PATH}}}\n",
         nodes(&[&tls, &other])
     )));
-    let state = wait_status(&p, "upstreams/u1", tls.port(), "unhealthy", Duration::from_secs(5));
+    let state = wait_status(
+        &p,
+        "upstreams/u1",
+        tls.port(),
+        "unhealthy",
+        Duration::from_secs(5),
+    );
     assert_eq!(state["counter"]["tcp_failure"], 2);
-    assert!(probes(&tls).is_empty(), "no request is sent over an unverified connection");
+    assert!(
+        probes(&tls).is_empty(),
+        "no request is sent over an unverified connection"
+    );
 }
 
 #[test]
 fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     c.set_mode(Mode::Status(500));
     let upstream = |nodes: &str, interval: u32, timeout: u32| {
         format!(
@@ -305,7 +390,13 @@ fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
     };
     let all = nodes(&[&a, &b, &c]);
     let p = TestProxy::start(&config(&upstream(&all, 1, 5)));
-    wait_status(&p, "upstreams/u1", c.port(), "unhealthy", Duration::from_secs(5));
+    wait_status(
+        &p,
+        "upstreams/u1",
+        c.port(),
+        "unhealthy",
+        Duration::from_secs(5),
+    );
 
     // Other fields change: state kept.
     p.apply(&config(&upstream(&all, 1, 6)));
@@ -323,7 +414,9 @@ fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
     // Let any probe already in flight land, then watch for three intervals.
     std::thread::sleep(Duration::from_millis(1500));
     let n = probes(&c).len();
-    let more = wait_for(Duration::from_secs(3), || (probes(&c).len() > n).then_some(()));
+    let more = wait_for(Duration::from_secs(3), || {
+        (probes(&c).len() > n).then_some(())
+    });
     assert!(more.is_none(), "a removed node is still probed");
 
     // `checks` removed: no checker left.
@@ -359,7 +452,10 @@ fn control_api_reports_checkers_and_answers_unknown_ids() {
             "ip": "127.0.0.1", "port": a.port(), "hostname": "127.0.0.1", "status": "healthy",
             "counter": {"success": 0, "http_failure": 0, "tcp_failure": 0, "timeout_failure": 0}}]})
     );
-    assert_eq!(p.control_get("/v1/healthcheck/services/s1").1["type"], "http");
+    assert_eq!(
+        p.control_get("/v1/healthcheck/services/s1").1["type"],
+        "http"
+    );
     assert_eq!(
         p.control_get("/v1/healthcheck/upstreams/u9"),
         (404, json!({"error_msg": "upstreams[u9] not found"}))
@@ -383,7 +479,11 @@ fn control_api_reports_checkers_and_answers_unknown_ids() {
 /// asserted; the timings are printed (run with `--nocapture`), never asserted.
 #[test]
 fn reliability_under_a_node_restart() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     let p = TestProxy::start(&config(&format!(
         "{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n      passive: {{}}\n",
         nodes(&[&a, &b, &c])
@@ -402,10 +502,7 @@ fn reliability_under_a_node_restart() {
             killed_at = Some(Instant::now());
         }
         if revived.is_none() && t >= Duration::from_secs(6) {
-            revived = Some((
-                Backend::start_on("c", &c.addr.to_string()),
-                Instant::now(),
-            ));
+            revived = Some((Backend::start_on("c", &c.addr.to_string()), Instant::now()));
         }
         sent += 1;
         match client.get("/") {

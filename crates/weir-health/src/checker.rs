@@ -92,8 +92,7 @@ impl Checker {
     /// ones are no longer probed. Returns the target of each spec, in order.
     pub(crate) fn set_targets(&self, specs: &[TargetSpec]) -> Vec<Arc<Target>> {
         let old = self.targets.load_full();
-        let mut by_id: HashMap<&TargetId, &Arc<Target>> =
-            old.iter().map(|t| (&t.id, t)).collect();
+        let mut by_id: HashMap<&TargetId, &Arc<Target>> = old.iter().map(|t| (&t.id, t)).collect();
         let mut list: Vec<Arc<Target>> = Vec::with_capacity(specs.len());
         let mut per_spec = Vec::with_capacity(specs.len());
         for s in specs {
@@ -200,5 +199,90 @@ fn interval(spec: &ProbeSpec, t: &Target) -> std::time::Duration {
         spec.healthy_interval
     } else {
         spec.unhealthy_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ProbeKind;
+    use crate::state::{Report, Thresholds};
+    use crate::status::StatusClasses;
+    use std::time::Duration;
+
+    fn spec() -> ProbeSpec {
+        ProbeSpec {
+            kind: ProbeKind::Tcp,
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            method: http::Method::GET,
+            path: "/".into(),
+            body: bytes::Bytes::new(),
+            headers: Vec::new(),
+            verify_certificate: true,
+            ca: None,
+            client_cert_key: None,
+            healthy_interval: Duration::from_secs(1),
+            unhealthy_interval: Duration::from_secs(1),
+            statuses: StatusClasses::default(),
+            thresholds: TH,
+        }
+    }
+
+    const TH: Thresholds = Thresholds {
+        successes: 1,
+        http_failures: 1,
+        tcp_failures: 1,
+        timeouts: 1,
+    };
+
+    fn ts(last: u8, port: u16) -> TargetSpec {
+        let ip = std::net::IpAddr::from([10, 0, 0, last]);
+        TargetSpec {
+            id: TargetId {
+                ip,
+                port,
+                hostname: ip.to_string(),
+            },
+            host: ip.to_string(),
+        }
+    }
+
+    #[test]
+    fn nodes_with_one_identity_share_a_target() {
+        let c = Checker::new("upstreams/u", 1, spec());
+        let per = c.set_targets(&[ts(1, 80), ts(2, 80), ts(1, 80)]);
+        assert_eq!(c.targets().len(), 2);
+        assert!(Arc::ptr_eq(&per[0], &per[2]));
+    }
+
+    #[test]
+    fn survivors_keep_state_and_removed_targets_leave_the_down_count() {
+        let c = Checker::new("upstreams/u", 1, spec());
+        let per = c.set_targets(&[ts(1, 80), ts(2, 80), ts(3, 80)]);
+        per[0].report(Report::TcpFailure, &TH, crate::Source::Passive);
+        per[2].report(Report::TcpFailure, &TH, crate::Source::Passive);
+        assert!(!c.none_down() && !c.all_down());
+        let per2 = c.set_targets(&[ts(1, 80), ts(2, 80)]);
+        assert!(Arc::ptr_eq(&per[0], &per2[0]));
+        assert!(!per2[0].is_up());
+        // One of two down: not all. Then the other goes down too: fail open.
+        assert!(!c.all_down());
+        per2[1].report(Report::Timeout, &TH, crate::Source::Passive);
+        assert!(c.all_down());
+        c.stop();
+        assert!(c.none_down());
+    }
+
+    #[test]
+    fn settings_are_rebuilt_only_when_their_version_changes() {
+        let c = Checker::new("upstreams/u", 1, spec());
+        c.update_spec(1, || panic!("same version must not rebuild"));
+        c.update_spec(2, || ProbeSpec {
+            kind: ProbeKind::Http,
+            ..spec()
+        });
+        assert_eq!(c.kind(), ProbeKind::Http);
+        assert_eq!(c.generation.load(Ordering::Relaxed), 1);
     }
 }

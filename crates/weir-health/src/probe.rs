@@ -106,8 +106,7 @@ pub async fn probe(spec: &ProbeSpec, target: &Target, connector: &Connector) -> 
 }
 
 async fn probe_tcp(spec: &ProbeSpec, target: &Target) -> Report {
-    match tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(target.addr())).await
-    {
+    match tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(target.addr())).await {
         Ok(Ok(_)) => Report::Success,
         Ok(Err(_)) => Report::TcpFailure,
         Err(_) => Report::Timeout,
@@ -138,7 +137,8 @@ async fn probe_http(
     peer.client_cert_key = spec.client_cert_key.clone();
 
     let (mut session, _) = connector.get_http_session(&peer).await?;
-    let mut req = pingora::http::RequestHeader::build(spec.method.clone(), spec.path.as_bytes(), None)?;
+    let mut req =
+        pingora::http::RequestHeader::build(spec.method.clone(), spec.path.as_bytes(), None)?;
     req.insert_header(http::header::HOST, target.host.as_str())?;
     req.insert_header(http::header::CONNECTION, "close")?;
     for (name, value) in &spec.headers {

@@ -60,6 +60,18 @@ pub enum Report {
     Timeout,
 }
 
+impl Report {
+    /// The counter's name, as the control API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Report::Success => "success",
+            Report::HttpFailure => "http_failure",
+            Report::TcpFailure => "tcp_failure",
+            Report::Timeout => "timeout_failure",
+        }
+    }
+}
+
 /// The counts that move a target between states. A threshold of 0 makes that kind of report a
 /// no-op (passive checks only; active thresholds are 1..254).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +316,13 @@ mod tests {
         );
         assert_eq!(
             seen,
-            [MostlyHealthy, Unhealthy, Unhealthy, MostlyUnhealthy, Healthy]
+            [
+                MostlyHealthy,
+                Unhealthy,
+                Unhealthy,
+                MostlyUnhealthy,
+                Healthy
+            ]
         );
         // The state change does not reset counters: success stays at 2.
         assert_eq!(h.counters.success, 2);

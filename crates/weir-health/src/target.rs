@@ -92,11 +92,12 @@ impl Target {
         };
         let c = after.counters;
         let msg = format!(
-            "upstream {}: target {} {} -> {} ({how}: {report:?}; success {}, http_failure {}, tcp_failure {}, timeout_failure {})",
+            "upstream {}: target {} {} -> {} ({how}: {}; success {}, http_failure {}, tcp_failure {}, timeout_failure {})",
             self.upstream,
             self.id,
             before.status.as_str(),
             after.status.as_str(),
+            report.as_str(),
             c.success,
             c.http_failure,
             c.tcp_failure,

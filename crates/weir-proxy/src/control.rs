@@ -35,10 +35,16 @@ impl ControlApi {
             return (404, json!({"error_msg": "not found"}));
         };
         let Some((kind, id)) = rest.split_once('/') else {
-            return (400, json!({"error_msg": format!("invalid src type {rest}")}));
+            return (
+                400,
+                json!({"error_msg": format!("invalid src type {rest}")}),
+            );
         };
         if !matches!(kind, "upstreams" | "routes" | "services") {
-            return (400, json!({"error_msg": format!("invalid src type {kind}")}));
+            return (
+                400,
+                json!({"error_msg": format!("invalid src type {kind}")}),
+            );
         }
         let key = format!("{kind}/{id}");
         if let Some(c) = table.get(&key) {

@@ -77,12 +77,9 @@ impl RequestCtx {
         }
     }
 
-    /// The current attempt's node and its upstream's health, when the upstream has `checks`
-    /// and the node has a target (not for single-node upstreams' health filtering, but
-    /// reports still count).
-    fn health_target(
-        &self,
-    ) -> Option<(&crate::health::UpstreamHealth, &Arc<weir_health::Target>)> {
+    /// The current attempt's upstream health and node target, when the upstream has `checks`.
+    /// Single-node upstreams are reported too (their selection just never consults health).
+    fn health_target(&self) -> Option<(&crate::health::UpstreamHealth, &Arc<weir_health::Target>)> {
         let up = self.upstream.as_ref()?;
         let health = up.health.as_ref()?;
         let target = up.nodes.get(self.current?)?.health.as_ref()?;

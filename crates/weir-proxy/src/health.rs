@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use weir_config::{ActiveCheck, CheckType, Node, PassHost, PassiveCheck, Upstream};
 use weir_health::{
-    transport_report, Checker, ProbeKind, ProbeSpec, Source, StatusClasses, StatusSet,
-    Target, TargetId, TargetSpec, Thresholds,
+    transport_report, Checker, ProbeKind, ProbeSpec, Source, StatusClasses, StatusSet, Target,
+    TargetId, TargetSpec, Thresholds,
 };
 
 /// The health side of a compiled upstream with `checks`.
@@ -67,7 +67,9 @@ impl UpstreamHealth {
 /// Fingerprint of everything a checker's settings are built from: a change restarts it.
 pub fn fingerprint(conf: &Upstream, active: &ActiveCheck) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(active).unwrap_or_default().hash(&mut h);
+    serde_json::to_string(active)
+        .unwrap_or_default()
+        .hash(&mut h);
     conf.tls.verify.hash(&mut h);
     h.finish()
 }
@@ -108,7 +110,12 @@ pub fn probe_spec(active: &ActiveCheck) -> ProbeSpec {
 /// A node's target: identity `(ip, checks.active.port or node port, checks.active.host or
 /// ip)`, and the probe `Host` (SEMANTICS.md §5.2): `upstream_host` under `pass_host:
 /// rewrite`, the node's name if it has one, `checks.active.host`, the ip.
-pub fn target_spec(conf: &Upstream, active: &ActiveCheck, node: &Node, addr: SocketAddr) -> TargetSpec {
+pub fn target_spec(
+    conf: &Upstream,
+    active: &ActiveCheck,
+    node: &Node,
+    addr: SocketAddr,
+) -> TargetSpec {
     let ip = addr.ip();
     let ip_text = ip.to_string();
     let id = TargetId {
@@ -124,4 +131,74 @@ pub fn target_spec(conf: &Upstream, active: &ActiveCheck, node: &Node, addr: Soc
         (_, Some(_), None) => ip_text,
     };
     TargetSpec { id, host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(yaml: &str) -> Upstream {
+        let text = format!("upstreams:\n  - id: u\n{yaml}");
+        match weir_config::parse_yaml(&text) {
+            Ok(mut l) => l.config.resources.upstreams.remove(0),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn spec_of(u: &Upstream, i: usize, addr: &str) -> TargetSpec {
+        let active = &u.checks.as_ref().expect("checks").active;
+        target_spec(u, active, &u.nodes()[i], addr.parse().expect("addr"))
+    }
+
+    #[test]
+    fn probe_host_follows_pass_host_node_name_check_host_then_ip() {
+        let u = upstream(
+            "    nodes:\n      - {host: 10.0.0.1, port: 80, weight: 1}\n      - {host: api.internal, port: 81, weight: 1}\n      - {host: \"[::1]\", port: 82, weight: 1}\n    checks: {active: {port: 9000}}\n",
+        );
+        let s = spec_of(&u, 0, "10.0.0.1:80");
+        assert_eq!(s.host, "10.0.0.1");
+        assert_eq!((s.id.port, s.id.hostname.as_str()), (9000, "10.0.0.1"));
+        // A name node: probes carry its name; the identity is its address.
+        let s = spec_of(&u, 1, "10.0.0.9:81");
+        assert_eq!(s.host, "api.internal");
+        assert_eq!(s.id.hostname, "10.0.0.9");
+        let s = spec_of(&u, 2, "[::1]:82");
+        assert_eq!((s.host.as_str(), s.id.hostname.as_str()), ("[::1]", "::1"));
+
+        let u =
+            upstream("    nodes: {\"10.0.0.1:80\": 1}\n    checks: {active: {host: hc.example}}\n");
+        let s = spec_of(&u, 0, "10.0.0.1:80");
+        assert_eq!(
+            (s.host.as_str(), s.id.hostname.as_str()),
+            ("hc.example", "hc.example")
+        );
+
+        let u = upstream(
+            "    pass_host: rewrite\n    upstream_host: \"www.example:8443\"\n    nodes: {\"10.0.0.1:80\": 1}\n    checks: {active: {host: hc.example}}\n",
+        );
+        assert_eq!(spec_of(&u, 0, "10.0.0.1:80").host, "www.example");
+    }
+
+    #[test]
+    fn passive_defaults_apply_between_attempts_without_a_passive_block() {
+        let u = upstream("    nodes: {\"10.0.0.1:80\": 1}\n    checks: {active: {}}\n");
+        let checks = u.checks.as_ref().expect("checks");
+        let table = weir_health::HealthTable::default();
+        let (checker, _) = table.sync("upstreams/u", 1, || probe_spec(&checks.active), &[]);
+        let h = UpstreamHealth::new(checker, checks.passive.as_ref());
+        assert!(!h.final_report);
+        assert_eq!(
+            (
+                h.passive.tcp_failures,
+                h.passive.timeouts,
+                h.passive.http_failures
+            ),
+            (2, 7, 5)
+        );
+        assert_eq!(h.passive_statuses.classify(502), None);
+        assert_eq!(
+            h.passive_statuses.classify(503),
+            Some(weir_health::Report::HttpFailure)
+        );
+    }
 }

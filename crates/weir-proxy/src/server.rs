@@ -2,15 +2,15 @@
 
 use crate::control::ControlApi;
 use crate::proxy::{SnapshotHandle, WeirProxy};
-use pingora::services::background::background_service;
-use pingora::services::listening::Service;
-use weir_health::HealthService;
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use std::sync::Arc;
 use weir_config::Config;
+use weir_health::HealthService;
 
 /// Pingora process settings from Weir's `server` block.
 pub fn server_conf(cfg: &Config) -> ServerConf {

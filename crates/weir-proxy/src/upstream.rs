@@ -156,9 +156,9 @@ impl UpstreamRuntime {
             return false;
         };
         (level.start..level.end).any(|i| self.eligible(walk, i, filtering))
-            || self.levels[walk.level + 1..].iter().any(|l| {
-                (l.start..l.end).any(|i| !filtering || self.nodes[i].is_up())
-            })
+            || self.levels[walk.level + 1..]
+                .iter()
+                .any(|l| (l.start..l.end).any(|i| !filtering || self.nodes[i].is_up()))
     }
 
     /// `Host` to send for this node, or `None` to pass the client's.

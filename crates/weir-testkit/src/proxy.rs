@@ -76,8 +76,12 @@ impl TestProxy {
 
     /// `GET` a control API path: status and parsed JSON body.
     pub fn control_get(&self, path: &str) -> (u16, serde_json::Value) {
-        let addr = self.control.expect("the configuration has no `control` block");
-        let r = crate::Client::new(addr).get(path).expect("control API request");
+        let addr = self
+            .control
+            .expect("the configuration has no `control` block");
+        let r = crate::Client::new(addr)
+            .get(path)
+            .expect("control API request");
         let body = serde_json::from_str(&r.body)
             .unwrap_or_else(|e| panic!("control API body is not JSON ({e}): {}", r.body));
         (r.status, body)
