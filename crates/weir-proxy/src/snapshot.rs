@@ -242,7 +242,7 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
     let health = conf.checks.as_ref().map(|checks| {
         let (checker, targets) = tables.health.sync(
             &key,
-            fingerprint(conf, &checks.active),
+            fingerprint(&checks.active),
             || probe_spec(&checks.active),
             &target_specs,
         );
