@@ -79,11 +79,12 @@ impl Checker {
         n > 0 && self.down.load(Ordering::Relaxed) >= n
     }
 
-    /// Replace the settings if their fingerprint changed: the schedule restarts, targets keep
-    /// their state.
-    pub(crate) fn update_spec(&self, version: u64, make_spec: impl FnOnce() -> ProbeSpec) {
+    /// Take the current settings. When their fingerprint (`checks.active`) changed, the
+    /// schedule restarts; other changes (TLS material of the upstream) apply to the next
+    /// probe. Targets keep their state either way.
+    pub(crate) fn update_spec(&self, version: u64, spec: ProbeSpec) {
+        self.spec.store(Arc::new(spec));
         if self.version.swap(version, Ordering::AcqRel) != version {
-            self.spec.store(Arc::new(make_spec()));
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -275,13 +276,17 @@ mod tests {
     }
 
     #[test]
-    fn settings_are_rebuilt_only_when_their_version_changes() {
+    fn the_schedule_restarts_only_when_the_version_changes() {
         let c = Checker::new("upstreams/u", 1, spec());
-        c.update_spec(1, || panic!("same version must not rebuild"));
-        c.update_spec(2, || ProbeSpec {
-            kind: ProbeKind::Http,
-            ..spec()
-        });
+        c.update_spec(1, spec());
+        assert_eq!(c.generation.load(Ordering::Relaxed), 0);
+        c.update_spec(
+            2,
+            ProbeSpec {
+                kind: ProbeKind::Http,
+                ..spec()
+            },
+        );
         assert_eq!(c.kind(), ProbeKind::Http);
         assert_eq!(c.generation.load(Ordering::Relaxed), 1);
     }

@@ -17,6 +17,7 @@ pub mod state;
 pub mod status;
 pub mod table;
 pub mod target;
+pub mod tls;
 
 pub use checker::Checker;
 pub use probe::{transport_report, ProbeKind, ProbeSpec};

@@ -119,7 +119,8 @@ async fn probe_http(
     connector: &Connector,
 ) -> pingora_error::Result<u16> {
     let tls = spec.kind == ProbeKind::Https;
-    let sni = if target.host.parse::<std::net::IpAddr>().is_ok() {
+    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
+    let sni = if bare.parse::<std::net::IpAddr>().is_ok() {
         String::new()
     } else {
         target.host.clone()
@@ -135,8 +136,12 @@ async fn probe_http(
     o.verify_hostname = spec.verify_certificate;
     o.ca = spec.ca.clone();
     peer.client_cert_key = spec.client_cert_key.clone();
+    if tls && peer.sni.is_empty() {
+        crate::tls::IpVerifier::new(target.id.ip).apply(&mut peer);
+    }
 
     let (mut session, _) = connector.get_http_session(&peer).await?;
+    crate::tls::check_ip_verified(session.digest())?;
     let mut req =
         pingora::http::RequestHeader::build(spec.method.clone(), spec.path.as_bytes(), None)?;
     req.insert_header(http::header::HOST, target.host.as_str())?;

@@ -21,24 +21,24 @@ impl HealthTable {
         self.checkers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Create or update the checker of `key`. `version` fingerprints everything the settings
-    /// are built from: `make_spec` runs (and the schedule restarts) only when it changed.
+    /// Create or update the checker of `key` with `spec`. `version` fingerprints
+    /// `checks.active`: the probe schedule restarts only when it changed.
     /// Returns the checker and the target of each of `targets`, in order.
     pub fn sync(
         &self,
         key: &str,
         version: u64,
-        make_spec: impl FnOnce() -> ProbeSpec,
+        spec: ProbeSpec,
         targets: &[TargetSpec],
     ) -> (Arc<Checker>, Vec<Arc<Target>>) {
         let mut map = self.lock();
         let checker = match map.get(key) {
             Some(c) => {
-                c.update_spec(version, make_spec);
+                c.update_spec(version, spec);
                 Arc::clone(c)
             }
             None => {
-                let c = Arc::new(Checker::new(key, version, make_spec()));
+                let c = Arc::new(Checker::new(key, version, spec));
                 map.insert(key.to_owned(), Arc::clone(&c));
                 self.changed.notify_one();
                 c

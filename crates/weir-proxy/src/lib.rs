@@ -18,6 +18,7 @@ mod respond;
 pub mod router;
 pub mod server;
 mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 pub use ctx::RequestCtx;

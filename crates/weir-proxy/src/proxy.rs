@@ -239,6 +239,10 @@ impl ProxyHttp for WeirProxy {
                 PassHost::Node => node.node_sni.clone(),
                 PassHost::Rewrite(h) => sni_for(strip_port(h)).to_owned(),
             };
+            // No SNI (an IP literal) under tls_verify: verify the node IP instead.
+            if let Some(v) = &node.ip_verifier {
+                v.apply(&mut peer);
+            }
         }
         let t = ctx.timeout;
         peer.options.connection_timeout = Some(t.connect);
@@ -258,6 +262,9 @@ impl ProxyHttp for WeirProxy {
         digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !reused {
+            weir_health::tls::check_ip_verified(digest)?;
+        }
         let Some(up) = &ctx.upstream else {
             return Ok(());
         };
@@ -375,18 +382,11 @@ impl ProxyHttp for WeirProxy {
     fn fail_to_connect(
         &self,
         _session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        // Nothing was sent: every method may go to the next node.
-        ctx.attempt_failed(is_timeout(&e));
-        let retry = ctx.may_retry();
-        if retry {
-            ctx.report_transport(&e);
-        }
-        e.set_retry(retry);
-        e
+        connect_failure(ctx, peer, e)
     }
 
     fn error_while_proxy(
@@ -409,6 +409,11 @@ impl ProxyHttp for WeirProxy {
             ctx.in_flight = None;
             e.set_retry(false);
             return e;
+        }
+        if *e.etype() == ErrorType::InvalidCert {
+            // The certificate was rejected right after the handshake, before anything was
+            // sent: a connect failure.
+            return connect_failure(ctx, peer, e);
         }
         let idempotent = is_idempotent(&session.req_header().method);
         let truncated = session.as_ref().retry_buffer_truncated();
@@ -498,6 +503,51 @@ impl ProxyHttp for WeirProxy {
             hook.logging(session, e, ctx).await;
         }
     }
+}
+
+/// A failed connect (TCP, TLS handshake, certificate): nothing was sent, so every method may
+/// go to the next node; a retried failure is reported passively.
+fn connect_failure(ctx: &mut RequestCtx, peer: &HttpPeer, mut e: Box<Error>) -> Box<Error> {
+    if *e.etype() == ErrorType::InvalidCert {
+        log_rejected_certificate(ctx, peer, &e);
+    }
+    ctx.attempt_failed(is_timeout(&e));
+    let retry = ctx.may_retry();
+    if retry {
+        ctx.report_transport(&e);
+    }
+    e.set_retry(retry);
+    e
+}
+
+/// Say why a certificate was refused in the operator's terms: what it had to chain to and
+/// which name or IP it had to carry. OpenSSL's own message only says "verify failed".
+fn log_rejected_certificate(ctx: &RequestCtx, peer: &HttpPeer, e: &Error) {
+    let Some(up) = &ctx.upstream else {
+        return;
+    };
+    let trust = if up.conf.tls.ca_certificates.is_empty() {
+        "the system trust store".to_owned()
+    } else {
+        let ids: Vec<&str> = up
+            .conf
+            .tls
+            .ca_certificates
+            .iter()
+            .map(|i| i.as_str())
+            .collect();
+        format!("ca_certificates [{}]", ids.join(", "))
+    };
+    let name = if peer.options.verify_hostname {
+        format!("name {:?}", peer.sni)
+    } else {
+        format!("IP {} (no SNI)", peer.sni)
+    };
+    log::warn!(
+        "upstream {}: certificate of {} rejected under tls_verify: it must chain to {trust} and carry {name}: {e}",
+        up.key,
+        peer._address
+    );
 }
 
 /// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,

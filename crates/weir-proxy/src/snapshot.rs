@@ -6,6 +6,7 @@ use crate::health::{fingerprint, probe_spec, target_spec, UpstreamHealth};
 use crate::key_auth::ConsumerIndex;
 use crate::pool::PoolState;
 use crate::router::Router;
+use crate::tls::{CertStore, PeerTls};
 use crate::upstream::{
     group_key, node_host_header, sni_for, Level, LevelSpec, LevelState, NodeRuntime,
     UpstreamRuntime,
@@ -19,7 +20,8 @@ use weir_balance::{
     ring_id, ConsistentHash, LeastConn, LevelSelector, NodeState, PeakEwma, SmoothWeighted,
     StateTable,
 };
-use weir_config::{Id, LbType, Plugins, Resources, Targets, Timeout, Upstream};
+use weir_config::{Id, LbType, Plugins, Resources, Scheme, Targets, Timeout, Upstream};
+use weir_health::tls::IpVerifier;
 use weir_health::HealthTable;
 
 /// State shared across snapshots, keyed by upstream key and node or level identity.
@@ -78,11 +80,15 @@ impl Snapshot {
     pub fn compile(res: &Resources, tables: &Tables) -> Snapshot {
         let mut upstreams: HashMap<String, Arc<UpstreamRuntime>> = HashMap::new();
         let mut known = HashSet::new();
+        let certs = CertStore::new(res);
         for u in &res.upstreams {
             if let Some(id) = &u.id {
                 let key = format!("upstreams/{id}");
                 known.insert(key.clone());
-                upstreams.insert(key.clone(), Arc::new(compile_upstream(key, u, tables)));
+                upstreams.insert(
+                    key.clone(),
+                    Arc::new(compile_upstream(key, u, tables, &certs)),
+                );
             }
         }
         let mut services = HashMap::new();
@@ -91,7 +97,7 @@ impl Snapshot {
             let up = match (&s.upstream, &s.upstream_id) {
                 (Some(inline), _) => {
                     let key = format!("services/{}", s.id);
-                    let rt = Arc::new(compile_upstream(key.clone(), inline, tables));
+                    let rt = Arc::new(compile_upstream(key.clone(), inline, tables, &certs));
                     upstreams.insert(key, Arc::clone(&rt));
                     Some(rt)
                 }
@@ -118,7 +124,7 @@ impl Snapshot {
             let service = r.service_id.as_ref().and_then(|id| services.get(id));
             let upstream = if let Some(inline) = &r.upstream {
                 let key = format!("routes/{}", r.id);
-                let rt = Arc::new(compile_upstream(key.clone(), inline, tables));
+                let rt = Arc::new(compile_upstream(key.clone(), inline, tables, &certs));
                 upstreams.insert(key, Arc::clone(&rt));
                 Some(rt)
             } else if let Some(id) = &r.upstream_id {
@@ -182,12 +188,22 @@ fn resolve(host: &str, ip: Option<std::net::IpAddr>, port: u16) -> Option<Socket
     }
 }
 
-fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRuntime {
+fn compile_upstream(
+    key: String,
+    conf: &Upstream,
+    tables: &Tables,
+    certs: &CertStore<'_>,
+) -> UpstreamRuntime {
     let pool = tables
         .pools
         .get_or_insert(key.clone(), |_| true, PoolState::default);
-    let gk = group_key(&key, conf);
     let tls = conf.scheme.is_tls();
+    let peer_tls = if tls {
+        certs.peer_tls(&key, &conf.tls)
+    } else {
+        PeerTls::default()
+    };
+    let gk = group_key(&key, conf.scheme, peer_tls.fingerprint);
 
     // Levels: highest priority first; configured order within a level.
     let static_nodes = match &conf.targets {
@@ -213,11 +229,8 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
             NodeState::default,
         );
         let node_sni = sni_for(&n.host).to_owned();
-        let mut peer = HttpPeer::new(addr, tls, node_sni.clone());
-        peer.group_key = gk;
-        peer.options.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
-        peer.options.verify_cert = conf.tls.verify;
-        peer.options.verify_hostname = conf.tls.verify;
+        let peer = node_peer(addr, node_sni.clone(), conf, &peer_tls, gk);
+        let ip_verifier = (tls && peer_tls.verify).then(|| IpVerifier::new(addr.ip()));
         if let Some(active) = active {
             target_specs.push(target_spec(conf, active, n, addr));
         }
@@ -235,17 +248,19 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
             node_sni,
             state,
             health: None,
+            ip_verifier,
             peer,
         });
     }
     // Health: the checker of this key, kept across reloads; targets by identity.
     let health = conf.checks.as_ref().map(|checks| {
-        let (checker, targets) = tables.health.sync(
-            &key,
-            fingerprint(&checks.active),
-            || probe_spec(&checks.active),
-            &target_specs,
-        );
+        let mut spec = probe_spec(&checks.active);
+        spec.ca = peer_tls.ca.clone();
+        spec.client_cert_key = peer_tls.client_cert_key.clone();
+        let (checker, targets) =
+            tables
+                .health
+                .sync(&key, fingerprint(&checks.active), spec, &target_specs);
         for (node, target) in nodes.iter_mut().zip(targets) {
             node.health = Some(target);
         }
@@ -287,7 +302,37 @@ fn compile_upstream(key: String, conf: &Upstream, tables: &Tables) -> UpstreamRu
         levels,
         pool,
         health,
+        tls: peer_tls,
     }
+}
+
+/// A node's peer template: scheme, ALPN (HTTP/1.1 for http/https, HTTP/2 for grpc/grpcs, h2c
+/// by prior knowledge for grpc), TLS verification, CA, client certificate, pool group.
+fn node_peer(
+    addr: SocketAddr,
+    sni: String,
+    conf: &Upstream,
+    tls: &PeerTls,
+    group_key: u64,
+) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, conf.scheme.is_tls(), sni);
+    peer.group_key = group_key;
+    let o = &mut peer.options;
+    o.idle_timeout = Some(conf.keepalive_pool.idle_timeout);
+    match conf.scheme {
+        Scheme::Http | Scheme::Https => o.set_http_version(1, 1),
+        Scheme::Grpc | Scheme::Grpcs => {
+            o.set_http_version(2, 2);
+            o.max_h2_streams = (conf.keepalive_pool.requests.min(1000) as usize).max(1);
+        }
+    }
+    if conf.scheme.is_tls() {
+        o.verify_cert = tls.verify;
+        o.verify_hostname = tls.verify;
+        o.ca = tls.ca.clone();
+        peer.client_cert_key = tls.client_cert_key.clone();
+    }
+    peer
 }
 
 /// The balancer of one level for the upstream's `type`.

@@ -4,6 +4,7 @@
 
 use crate::health::UpstreamHealth;
 use crate::pool::PoolState;
+use crate::tls::PeerTls;
 use pingora::upstreams::peer::HttpPeer;
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use weir_balance::{Eligible, LevelSelector, NodeState};
 use weir_config::{LbType, PassHost, Scheme, Upstream};
+use weir_health::tls::IpVerifier;
 use weir_health::Target;
 
 /// One node of a compiled upstream.
@@ -30,6 +32,8 @@ pub struct NodeRuntime {
     pub state: Arc<NodeState>,
     /// The node's health target (upstreams with `checks`).
     pub health: Option<Arc<Target>>,
+    /// Certificate check by IP SAN, for attempts sent without SNI under `tls_verify`.
+    pub ip_verifier: Option<IpVerifier>,
     /// Peer with everything but the per-request parts (SNI under `pass`, timeouts).
     pub peer: HttpPeer,
 }
@@ -79,6 +83,8 @@ pub struct UpstreamRuntime {
     pub pool: Arc<PoolState>,
     /// Checker and passive thresholds (`checks` only).
     pub health: Option<UpstreamHealth>,
+    /// CA bundle, client certificate and verification (https and grpcs).
+    pub tls: PeerTls,
 }
 
 impl NodeRuntime {
@@ -171,15 +177,14 @@ impl UpstreamRuntime {
     }
 }
 
-/// The pool-isolation key of an upstream: connections never cross upstreams or TLS settings.
-pub fn group_key(key: &str, conf: &Upstream) -> u64 {
+/// The pool group of an upstream: connections never cross upstream keys, schemes, or TLS trust
+/// and identity (`tls_fingerprint` covers verification, CA and client certificate). Pingora's
+/// own pool key adds address, SNI and client-certificate serials, but not the CA.
+pub fn group_key(key: &str, scheme: Scheme, tls_fingerprint: u64) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
-    conf.tls.verify.hash(&mut h);
-    for ca in &conf.tls.ca_certificates {
-        ca.hash(&mut h);
-    }
-    format!("{:?}", conf.tls.client_cert).hash(&mut h);
+    scheme.hash(&mut h);
+    tls_fingerprint.hash(&mut h);
     h.finish()
 }
 

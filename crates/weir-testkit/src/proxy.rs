@@ -30,6 +30,9 @@ impl TestProxy {
         plugins: &[&str],
         make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
     ) -> TestProxy {
+        // Proxy logs go to the test's captured output (shown for failing tests); `RUST_LOG`
+        // sets the level, errors only by default.
+        let _ = env_logger::builder().is_test(true).try_init();
         let mut cfg = match weir_config::parse_yaml_with_plugins(yaml, plugins) {
             Ok(l) => l.config,
             Err(e) => panic!("test config invalid:\n{e}"),
