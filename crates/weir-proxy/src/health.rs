@@ -184,7 +184,7 @@ mod tests {
         let u = upstream("    nodes: {\"10.0.0.1:80\": 1}\n    checks: {active: {}}\n");
         let checks = u.checks.as_ref().expect("checks");
         let table = weir_health::HealthTable::default();
-        let (checker, _) = table.sync("upstreams/u", 1, || probe_spec(&checks.active), &[]);
+        let (checker, _) = table.sync("upstreams/u", 1, probe_spec(&checks.active), &[]);
         let h = UpstreamHealth::new(checker, checks.passive.as_ref());
         assert!(!h.final_report);
         assert_eq!(
