@@ -2,7 +2,12 @@
 
 use crate::control::ControlApi;
 use crate::proxy::{SnapshotHandle, WeirProxy};
+use crate::tls::CertStore;
 use async_trait::async_trait;
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -32,13 +37,24 @@ pub fn server_conf(cfg: &Config) -> ServerConf {
     }
 }
 
-/// A Pingora server with Weir's proxy on every `server.listen` address, serving `handle`.
-pub fn build_server(cfg: &Config, opt: Option<Opt>, handle: Arc<SnapshotHandle>) -> Server {
+/// A Pingora server with Weir's proxy on every `server.listen` address (HTTP/1.1 and h2c) and
+/// every `server.tls_listen` address (HTTP/1.1 and h2 by ALPN), the health-check service and,
+/// when configured, the control API, serving `handle`. Fails only on a listener certificate
+/// that cannot be loaded.
+pub fn build_server(
+    cfg: &Config,
+    opt: Option<Opt>,
+    handle: Arc<SnapshotHandle>,
+) -> Result<Server, String> {
     build_server_with(cfg, opt, WeirProxy::new(handle))
 }
 
 /// As [`build_server`], with a proxy already configured (hooks, plugins).
-pub fn build_server_with(cfg: &Config, opt: Option<Opt>, weir: WeirProxy) -> Server {
+pub fn build_server_with(
+    cfg: &Config,
+    opt: Option<Opt>,
+    weir: WeirProxy,
+) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
     let handle = Arc::clone(weir.handle());
@@ -53,11 +69,53 @@ pub fn build_server_with(cfg: &Config, opt: Option<Opt>, weir: WeirProxy) -> Ser
         server.add_service(svc);
     }
     let mut proxy = http_proxy_service_with_name(&server.configuration, weir, "weir");
+    if let Some(app) = proxy.app_logic_mut() {
+        // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
+    let certs = CertStore::new(&cfg.resources);
+    for (i, l) in cfg.server.tls_listen.iter().enumerate() {
+        let path = format!("server.tls_listen[{i}]");
+        let cert = certs.certificate(l.certificate.as_str()).ok_or_else(|| {
+            format!(
+                "{path}.certificate: unknown certificate {:?}",
+                l.certificate
+            )
+        })?;
+        let settings = listener_tls(&cert.cert, cert.key.expose())
+            .map_err(|e| format!("{path} (certificate {:?}): {e}", l.certificate))?;
+        proxy.add_tls_with_settings(&l.addr.to_string(), None, settings);
+    }
     server.add_service(proxy);
-    server
+    Ok(server)
+}
+
+/// TLS settings of a listener: Mozilla's intermediate profile, the certificate chain and key,
+/// ALPN h2 then http/1.1.
+fn listener_tls(cert_pem: &str, key_pem: &str) -> Result<TlsSettings, String> {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    let chain = X509::stack_from_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let mut chain = chain.into_iter();
+    let leaf = chain.next().ok_or("no PEM certificate found")?;
+    let key = PKey::private_key_from_pem(key_pem.as_bytes())
+        .map_err(|_| "invalid private key".to_owned())?;
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    b.set_certificate(&leaf).map_err(|e| e.to_string())?;
+    for c in chain {
+        b.add_extra_chain_cert(c).map_err(|e| e.to_string())?;
+    }
+    b.set_private_key(&key).map_err(|e| e.to_string())?;
+    b.check_private_key()
+        .map_err(|_| "the private key does not match the certificate".to_owned())?;
+    let mut settings = TlsSettings::from(b);
+    settings.enable_h2();
+    Ok(settings)
 }
 
 /// A shutdown trigger for running a server in-process (tests, embedding).

@@ -93,27 +93,34 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
     if config.admin.is_some() {
         log::warn!("the Admin API is not implemented in this build yet; `admin` is ignored");
     }
-    if !config.server.tls_listen.is_empty() {
-        log::warn!(
-            "server.tls_listen is not implemented in this build yet; only server.listen is served"
-        );
-    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         ..Opt::default()
     };
     let handle = SnapshotHandle::new(&config.resources);
-    let server = build_server(&config, Some(opt), Arc::clone(&handle));
+    let server = match build_server(&config, Some(opt), Arc::clone(&handle)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let path = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
     if let Err(e) = FileReloader::new(path, handle, config.clone(), text).spawn(watch) {
         log::error!("configuration reload disabled: {e}");
     }
     log::info!(
-        "weir {} serving {} route(s) on {:?} from {}",
+        "weir {} serving {} route(s) on {:?} (TLS: {:?}) from {}",
         env!("CARGO_PKG_VERSION"),
         config.resources.routes.len(),
         config.server.listen,
+        config
+            .server
+            .tls_listen
+            .iter()
+            .map(|l| l.addr)
+            .collect::<Vec<_>>(),
         cli.config.display()
     );
     server.run(RunArgs::default());

@@ -5,6 +5,7 @@
 
 mod backend;
 mod client;
+pub mod grpc;
 pub mod pki;
 mod proxy;
 

@@ -12,6 +12,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// The control API's address, when the configuration has `control`.
     pub control: Option<SocketAddr>,
+    /// The `server.tls_listen` addresses (ephemeral ports), in order.
+    pub tls: Vec<SocketAddr>,
     pub handle: Arc<SnapshotHandle>,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
@@ -41,6 +43,15 @@ impl TestProxy {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         cfg.server.listen = vec![addr];
         cfg.server.threads = 2;
+        let tls: Vec<SocketAddr> = cfg
+            .server
+            .tls_listen
+            .iter_mut()
+            .map(|l| {
+                l.addr = ([127, 0, 0, 1], crate::free_port()).into();
+                l.addr
+            })
+            .collect();
         let control = cfg.control.as_mut().map(|c| {
             c.listen = ([127, 0, 0, 1], crate::free_port()).into();
             c.listen
@@ -50,7 +61,10 @@ impl TestProxy {
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
         cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
         let handle = SnapshotHandle::new(&cfg.resources);
-        let server = build_server_with(&cfg, None, make(Arc::clone(&handle)));
+        let server = match build_server_with(&cfg, None, make(Arc::clone(&handle))) {
+            Ok(s) => s,
+            Err(e) => panic!("cannot build the proxy: {e}"),
+        };
         let trigger = ShutdownTrigger::default();
         let t = trigger.clone();
         let thread = std::thread::spawn(move || server.run(t.run_args()));
@@ -64,9 +78,16 @@ impl TestProxy {
             });
             assert!(up.is_some(), "control API did not start listening on {c}");
         }
+        for t in &tls {
+            let up = crate::wait_for(Duration::from_secs(10), || {
+                TcpStream::connect_timeout(t, Duration::from_millis(100)).ok()
+            });
+            assert!(up.is_some(), "TLS listener did not start on {t}");
+        }
         TestProxy {
             addr,
             control,
+            tls,
             handle,
             trigger,
             thread: Some(thread),
