@@ -113,6 +113,21 @@ fn grpcs_upstreams_verify_the_backend_and_pass_the_authority() {
 }
 
 #[test]
+fn keepalive_limits_never_break_http2_upstreams() {
+    let a = GrpcBackend::start("a");
+    let p = TestProxy::start(&grpc_route(
+        "grpc",
+        "type: roundrobin",
+        &[&a],
+        "      keepalive_pool: {size: 1, requests: 2, idle_timeout: 60}\n",
+    ));
+    let c = GrpcClient::connect(p.addr);
+    for i in 0..6 {
+        assert_eq!(c.unary("Unary", &i.to_string()).expect("unary"), format!("a:{i}"));
+    }
+}
+
+#[test]
 fn grpcs_to_an_untrusted_backend_is_unavailable() {
     let rogue = TestCa::new("Rogue CA");
     let ca = TestCa::new("gRPC CA");

@@ -225,7 +225,10 @@ impl ProxyHttp for WeirProxy {
         let node = &up.nodes[idx];
         let (busy, busy_now) = up.pool.begin();
         // More than `size` attempts busy: this connection must not go back to the pool.
-        ctx.close_conn = busy_now > up.conf.keepalive_pool.size as u64;
+        // (HTTP/1.1 only: an HTTP/2 connection is shared by streams and is not closed per
+        // request; `Connection: close` is not even valid there.)
+        ctx.close_conn =
+            !up.conf.scheme.is_grpc() && busy_now > up.conf.keepalive_pool.size as u64;
         ctx.in_flight = Some((node.state.begin(), busy));
         ctx.attempt_start = Some(Instant::now());
 
@@ -268,6 +271,11 @@ impl ProxyHttp for WeirProxy {
         let Some(up) = &ctx.upstream else {
             return Ok(());
         };
+        if up.conf.scheme.is_grpc() {
+            // HTTP/2 connections are multiplexed and managed by Pingora's h2 pool; the
+            // per-connection request count applies to HTTP/1.1 only.
+            return Ok(());
+        }
         let pool = &up.conf.keepalive_pool;
         if pool.idle_timeout.is_zero() {
             ctx.close_conn = true;
