@@ -113,6 +113,23 @@ fn grpcs_upstreams_verify_the_backend_and_pass_the_authority() {
 }
 
 #[test]
+fn pass_host_sets_the_upstream_authority() {
+    let a = GrpcBackend::start("a");
+    for (fields, want) in [
+        (
+            "      pass_host: rewrite\n      upstream_host: greeter.internal\n".to_owned(),
+            "greeter.internal".to_owned(),
+        ),
+        ("      pass_host: node\n".to_owned(), a.addr.to_string()),
+    ] {
+        let p = TestProxy::start(&grpc_route("grpc", "type: roundrobin", &[&a], &fields));
+        let c = GrpcClient::connect(p.addr);
+        assert_eq!(c.unary("Unary", "hi").expect("unary"), "a:hi");
+        assert_eq!(a.authorities().last(), Some(&want), "{fields}");
+    }
+}
+
+#[test]
 fn keepalive_limits_never_break_http2_upstreams() {
     let a = GrpcBackend::start("a");
     let p = TestProxy::start(&grpc_route(
