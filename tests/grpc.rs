@@ -140,7 +140,10 @@ fn keepalive_limits_never_break_http2_upstreams() {
     ));
     let c = GrpcClient::connect(p.addr);
     for i in 0..6 {
-        assert_eq!(c.unary("Unary", &i.to_string()).expect("unary"), format!("a:{i}"));
+        assert_eq!(
+            c.unary("Unary", &i.to_string()).expect("unary"),
+            format!("a:{i}")
+        );
     }
 }
 

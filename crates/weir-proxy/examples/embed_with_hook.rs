@@ -9,7 +9,8 @@ use pingora::prelude::*;
 use pingora::proxy::{http_proxy_service, Session};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use weir_proxy::{server::server_conf, Hook, RequestCtx, SnapshotHandle, WeirProxy};
+use weir_proxy::server::{health_service, server_conf};
+use weir_proxy::{Hook, RequestCtx, SnapshotHandle, WeirProxy};
 
 struct Stamp;
 
@@ -62,6 +63,8 @@ fn main() {
         service.add_tcp(&addr.to_string());
     }
     server.add_service(service);
+    // Health checks of every upstream with `checks`, in one background service.
+    server.add_service(health_service(&handle));
     // `handle.apply(&resources)` swaps in a new configuration at any time.
     server.run_forever();
 }

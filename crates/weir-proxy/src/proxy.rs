@@ -227,8 +227,7 @@ impl ProxyHttp for WeirProxy {
         // More than `size` attempts busy: this connection must not go back to the pool.
         // (HTTP/1.1 only: an HTTP/2 connection is shared by streams and is not closed per
         // request; `Connection: close` is not even valid there.)
-        ctx.close_conn =
-            !up.conf.scheme.is_grpc() && busy_now > up.conf.keepalive_pool.size as u64;
+        ctx.close_conn = !up.conf.scheme.is_grpc() && busy_now > up.conf.keepalive_pool.size as u64;
         ctx.in_flight = Some((node.state.begin(), busy));
         ctx.attempt_start = Some(Instant::now());
 

@@ -11,7 +11,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
 use weir_config::Config;
@@ -58,15 +58,9 @@ pub fn build_server_with(
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
     let handle = Arc::clone(weir.handle());
-    // Every checker of every upstream runs in this one background service.
-    server.add_service(background_service(
-        "weir health checks",
-        HealthService::new(Arc::clone(&handle.tables().health)),
-    ));
+    server.add_service(health_service(&handle));
     if let Some(control) = &cfg.control {
-        let mut svc = Service::new("weir control API".into(), ControlApi::new(handle));
-        svc.add_tcp(&control.listen.to_string());
-        server.add_service(svc);
+        server.add_service(control_service(&handle, &control.listen.to_string()));
     }
     let mut proxy = http_proxy_service_with_name(&server.configuration, weir, "weir");
     if let Some(app) = proxy.app_logic_mut() {
@@ -93,6 +87,25 @@ pub fn build_server_with(
     }
     server.add_service(proxy);
     Ok(server)
+}
+
+/// The background service running every health checker of `handle`'s configurations (one
+/// service for all upstreams). Embedders add it to their own Pingora server.
+pub fn health_service(handle: &Arc<SnapshotHandle>) -> GenBackgroundService<HealthService> {
+    background_service(
+        "weir health checks",
+        HealthService::new(Arc::clone(&handle.tables().health)),
+    )
+}
+
+/// The read-only control API (`/v1/healthcheck`) listening on `addr`.
+pub fn control_service(handle: &Arc<SnapshotHandle>, addr: &str) -> Service<ControlApi> {
+    let mut svc = Service::new(
+        "weir control API".into(),
+        ControlApi::new(Arc::clone(handle)),
+    );
+    svc.add_tcp(addr);
+    svc
 }
 
 /// TLS settings of a listener: Mozilla's intermediate profile, the certificate chain and key,
