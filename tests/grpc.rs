@@ -5,21 +5,10 @@
 use std::net::IpAddr;
 use tonic::Code;
 use weir_testkit::grpc::{GrpcBackend, GrpcClient};
-use weir_testkit::pki::TestCa;
+use weir_testkit::pki::{yaml_block, TestCa};
 use weir_testkit::{free_port, TestProxy};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn block(pem: &str, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    let mut s = String::from("|\n");
-    for line in pem.lines() {
-        s.push_str(&pad);
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
-}
 
 fn grpc_route(scheme: &str, lb: &str, nodes: &[&GrpcBackend], extra: &str) -> String {
     let list: Vec<String> = nodes.iter().map(|b| format!("\"{}\": 1", b.addr)).collect();
@@ -95,7 +84,7 @@ fn grpcs_upstreams_verify_the_backend_and_pass_the_authority() {
     );
     let extra = format!(
         "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
-        block(&ca.cert_pem(), 6)
+        yaml_block(&ca.cert_pem(), 6)
     );
     for lb in [
         "type: roundrobin",
@@ -154,7 +143,7 @@ fn grpcs_to_an_untrusted_backend_is_unavailable() {
     let a = GrpcBackend::start_tls("a", rogue.issue("grpc", &["grpc.test"], &[LOCAL], false));
     let extra = format!(
         "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
-        block(&ca.cert_pem(), 6)
+        yaml_block(&ca.cert_pem(), 6)
     );
     let p = TestProxy::start(&grpc_route("grpcs", "type: roundrobin", &[&a], &extra));
     let e = GrpcClient::connect(p.addr)
@@ -184,8 +173,8 @@ fn tls_listen_serves_h2_with_a_certificate_from_the_configuration() {
     let p = TestProxy::start(&format!(
         "server:\n  tls_listen: [{{addr: \"127.0.0.1:1\", certificate: edge}}]\n{}certificates:\n  - id: edge\n    cert: {}    key: {}",
         grpc_route("grpc", "type: roundrobin", &[&a], ""),
-        block(&edge.cert_pem(), 6),
-        block(&edge.key_pem(), 6)
+        yaml_block(&edge.cert_pem(), 6),
+        yaml_block(&edge.key_pem(), 6)
     ));
     let c = GrpcClient::connect_tls(p.tls[0], "weir.test", &ca.id.cert);
     assert_eq!(c.unary("Unary", "over tls").expect("unary"), "a:over tls");

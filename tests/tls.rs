@@ -4,32 +4,20 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use weir_testkit::pki::{Identity, TestCa};
+use weir_testkit::pki::{yaml_block, Identity, TestCa};
 use weir_testkit::{wait_for, Backend, TestProxy, TlsConfig};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-/// A PEM text as a YAML block scalar at `indent` spaces.
-fn block(pem: &str, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    let mut s = String::from("|\n");
-    for line in pem.lines() {
-        s.push_str(&pad);
-        s.push_str(line);
-        s.push('\n');
-    }
-    s
-}
-
 fn ca_object(id: &str, ca: &TestCa) -> String {
-    format!("  - id: {id}\n    cert: {}", block(&ca.cert_pem(), 6))
+    format!("  - id: {id}\n    cert: {}", yaml_block(&ca.cert_pem(), 6))
 }
 
 fn cert_object(id: &str, who: &Identity) -> String {
     format!(
         "  - id: {id}\n    cert: {}    key: {}",
-        block(&who.cert_pem(), 6),
-        block(&who.key_pem(), 6)
+        yaml_block(&who.cert_pem(), 6),
+        yaml_block(&who.key_pem(), 6)
     )
 }
 
@@ -175,8 +163,8 @@ fn client_certificates_are_presented_when_the_upstream_names_one() {
     let carol = clients.issue("carol", &[], &[], true);
     let inline = format!(
         "      tls:\n        client_cert: {}        client_key: {}",
-        block(&carol.cert_pem(), 10),
-        block(&carol.key_pem(), 10)
+        yaml_block(&carol.cert_pem(), 10),
+        yaml_block(&carol.key_pem(), 10)
     );
     let p = TestProxy::start(&config(
         &b,

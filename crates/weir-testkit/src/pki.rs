@@ -128,3 +128,16 @@ impl TestCa {
         }
     }
 }
+
+/// A PEM text as a YAML block scalar (`|` then the lines) indented by `indent` spaces, for
+/// writing certificates into test configurations.
+pub fn yaml_block(pem: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut s = String::from("|\n");
+    for line in pem.lines() {
+        s.push_str(&pad);
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
