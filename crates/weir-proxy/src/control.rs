@@ -1,7 +1,7 @@
 //! The read-only control API on `control.listen` (CONFIG.md, SEMANTICS.md §5.7):
 //! `GET /v1/healthcheck` and `GET /v1/healthcheck/{upstreams|routes|services}/{id}`.
 
-use crate::proxy::SnapshotHandle;
+use crate::handle::SnapshotHandle;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;

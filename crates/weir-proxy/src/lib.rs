@@ -8,6 +8,8 @@
 pub mod control;
 mod ctx;
 mod failure;
+mod forwarded;
+mod handle;
 mod hash_key;
 pub mod health;
 pub mod hook;
@@ -22,6 +24,7 @@ pub mod tls;
 pub mod upstream;
 
 pub use ctx::RequestCtx;
+pub use handle::SnapshotHandle;
 pub use hook::Hook;
-pub use proxy::{SnapshotHandle, WeirProxy};
+pub use proxy::WeirProxy;
 pub use snapshot::{RouteRuntime, Snapshot, Tables};

@@ -4,65 +4,21 @@
 
 use crate::ctx::RequestCtx;
 use crate::failure::{is_idempotent, is_malformed_response, is_timeout};
+use crate::forwarded::forwarded_headers;
+use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthHook;
 use crate::respond::respond_json;
 use crate::router::strip_port;
-use crate::snapshot::Snapshot;
 use crate::upstream::sni_for;
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{ErrorSource, RetryType};
 use std::sync::Arc;
 use std::time::Instant;
-use weir_config::{PassHost, Resources};
-
-use crate::snapshot::Tables;
-
-/// The live configuration: the current snapshot plus the state tables new snapshots are
-/// compiled against. Swapping is atomic; requests finish on the snapshot they started with.
-#[derive(Debug)]
-pub struct SnapshotHandle {
-    current: ArcSwap<Snapshot>,
-    tables: Tables,
-}
-
-impl Default for SnapshotHandle {
-    fn default() -> Self {
-        SnapshotHandle {
-            current: ArcSwap::from_pointee(Snapshot::empty()),
-            tables: Tables::default(),
-        }
-    }
-}
-
-impl SnapshotHandle {
-    pub fn new(res: &Resources) -> Arc<Self> {
-        let h = Arc::new(Self::default());
-        h.apply(res);
-        h
-    }
-
-    /// Compile `res` and make it the live configuration.
-    pub fn apply(&self, res: &Resources) {
-        let snap = Snapshot::compile(res, &self.tables);
-        self.current.store(Arc::new(snap));
-    }
-
-    /// The state shared across snapshots (health table, per-node state).
-    pub fn tables(&self) -> &Tables {
-        &self.tables
-    }
-
-    /// The live snapshot.
-    pub fn load(&self) -> Arc<Snapshot> {
-        self.current.load_full()
-    }
-}
+use weir_config::PassHost;
 
 /// A hook and the plugin name that enables it on a route (`None`: every routed request).
 struct Registered {
@@ -124,7 +80,7 @@ impl WeirProxy {
 }
 
 /// The request's host: `Host`, else the `:authority`, without port.
-fn request_host(session: &Session) -> &str {
+pub(crate) fn request_host(session: &Session) -> &str {
     let req = session.req_header();
     let raw = req
         .headers
@@ -555,55 +511,4 @@ fn log_rejected_certificate(ctx: &RequestCtx, peer: &HttpPeer, e: &Error) {
         up.key,
         peer._address
     );
-}
-
-/// `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-/// `X-Forwarded-Port`, as APISIX sets them.
-///
-/// Per-request cost matters here (five inserts on every request): names are static, values are
-/// formatted on the stack and copied once, constant values are static.
-fn forwarded_headers(session: &Session, req: &mut RequestHeader) -> Result<()> {
-    use http::HeaderValue;
-    use std::io::Write;
-    let mut buf = [0u8; 64];
-    if let Some(client) = session.client_addr().and_then(|a| a.as_inet()) {
-        let ip = client.ip();
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{ip}");
-        let n = 64 - w.len();
-        let ip_bytes = &buf[..n];
-        let xff = match req.headers.get("x-forwarded-for") {
-            Some(prev) if !prev.is_empty() => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + n);
-                v.extend_from_slice(prev.as_bytes());
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(ip_bytes);
-                HeaderValue::from_maybe_shared(Bytes::from(v))
-            }
-            _ => HeaderValue::from_bytes(ip_bytes),
-        };
-        let ip_value = HeaderValue::from_bytes(ip_bytes);
-        if let (Ok(xff), Ok(ip_value)) = (xff, ip_value) {
-            req.insert_header(Bytes::from_static(b"X-Forwarded-For"), xff)?;
-            req.insert_header(Bytes::from_static(b"X-Real-IP"), ip_value)?;
-        }
-    }
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-    req.insert_header(Bytes::from_static(b"X-Forwarded-Proto"), proto)?;
-    let host = request_host(session);
-    if !host.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(host) {
-            req.insert_header(Bytes::from_static(b"X-Forwarded-Host"), v)?;
-        }
-    }
-    if let Some(local) = session.server_addr().and_then(|a| a.as_inet()) {
-        let mut w = &mut buf[..];
-        let _ = write!(w, "{}", local.port());
-        let n = 64 - w.len();
-        if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
-            req.insert_header(Bytes::from_static(b"X-Forwarded-Port"), v)?;
-        }
-    }
-    Ok(())
 }

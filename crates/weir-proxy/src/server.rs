@@ -1,7 +1,8 @@
 //! Building and running a Pingora `Server` for a Weir configuration.
 
 use crate::control::ControlApi;
-use crate::proxy::{SnapshotHandle, WeirProxy};
+use crate::handle::SnapshotHandle;
+use crate::proxy::WeirProxy;
 use crate::tls::CertStore;
 use async_trait::async_trait;
 use openssl::pkey::PKey;
