@@ -154,6 +154,25 @@ fn grpcs_to_an_untrusted_backend_is_unavailable() {
 }
 
 #[test]
+fn grpcs_to_an_ip_the_certificate_does_not_name_is_refused_on_every_call() {
+    let ca = TestCa::new("gRPC CA");
+    // Trusted chain, but no IP SAN: the IP node fails verification after the handshake, and
+    // the HTTP/2 connection (pooled by Pingora before Weir's check) is never used.
+    let a = GrpcBackend::start_tls("a", ca.issue("grpc", &["grpc.test"], &[], false));
+    let extra = format!(
+        "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
+        yaml_block(&ca.cert_pem(), 6)
+    );
+    let p = TestProxy::start(&grpc_route("grpcs", "type: roundrobin", &[&a], &extra));
+    let c = GrpcClient::connect(p.addr);
+    for _ in 0..3 {
+        let e = c.unary("Unary", "hi").expect_err("must be refused");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    }
+    assert_eq!(a.calls(), 0);
+}
+
+#[test]
 fn weirs_own_failures_are_unavailable_to_grpc_clients() {
     let dead = format!("127.0.0.1:{}", free_port());
     let p = TestProxy::start(&format!(

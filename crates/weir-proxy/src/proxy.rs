@@ -220,9 +220,9 @@ impl ProxyHttp for WeirProxy {
         digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !reused {
-            weir_health::tls::check_ip_verified(digest)?;
-        }
+        // Every time, not only on new connections: Pingora pools a new HTTP/2 connection
+        // before this hook runs, so a later stream may reuse one whose certificate was refused.
+        weir_health::tls::check_ip_verified(digest)?;
         let Some(up) = &ctx.upstream else {
             return Ok(());
         };
