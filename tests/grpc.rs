@@ -118,8 +118,9 @@ fn pass_host_sets_the_upstream_authority() {
     }
 }
 
+/// `keepalive_pool.requests` counts streams per HTTP/2 connection; `size` never breaks calls.
 #[test]
-fn keepalive_limits_never_break_http2_upstreams() {
+fn keepalive_limits_apply_to_http2_streams() {
     let a = GrpcBackend::start("a");
     let p = TestProxy::start(&grpc_route(
         "grpc",
@@ -134,6 +135,8 @@ fn keepalive_limits_never_break_http2_upstreams() {
             format!("a:{i}")
         );
     }
+    // Two streams per connection: six sequential calls open three connections.
+    assert_eq!(a.connections(), 3);
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub repeat_node: bool,
     /// Send this attempt with `Connection: close` (pool size or requests limit reached).
     pub close_conn: bool,
+    /// The node's HTTP/2 connection generation this attempt was sent with (grpc/grpcs).
+    pub h2_epoch: u64,
     /// chash key, computed once per request (retries hash the same key).
     pub hash_key: Vec<u8>,
     /// When the current attempt started (pool checkout or connect), for EWMA samples.

@@ -11,7 +11,9 @@
 //!   busy connections are not limited;
 //! - **`requests`**: requests are counted per connection, keyed by `(fd, established time)` as
 //!   seen in `connected_to_upstream`; the last allowed request is sent with
-//!   `Connection: close`, so Pingora closes the connection after it.
+//!   `Connection: close`, so Pingora closes the connection after it. On HTTP/2 (grpc, grpcs)
+//!   streams are counted the same way, and the node's connection generation moves on instead
+//!   (see `NodeRuntime::h2_epoch`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,6 +16,7 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::{ErrorSource, RetryType};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use weir_config::PassHost;
@@ -188,6 +189,11 @@ impl ProxyHttp for WeirProxy {
         ctx.attempt_start = Some(Instant::now());
 
         let mut peer = Box::new(node.peer.clone());
+        if up.conf.scheme.is_grpc() {
+            ctx.h2_epoch = node.h2_epoch.load(Ordering::Relaxed);
+            // Golden-ratio mixing keeps generations apart in Pingora's pool key.
+            peer.group_key ^= ctx.h2_epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
         if up.conf.scheme.is_tls() {
             peer.sni = match &up.conf.pass_host {
                 PassHost::Pass => match request_host(session) {
@@ -226,23 +232,34 @@ impl ProxyHttp for WeirProxy {
         let Some(up) = &ctx.upstream else {
             return Ok(());
         };
+        let pool = &up.conf.keepalive_pool;
         if up.conf.scheme.is_grpc() {
-            // HTTP/2 connections are multiplexed and managed by Pingora's h2 pool; the
-            // per-connection request count applies to HTTP/1.1 only.
+            // HTTP/2: `requests` counts streams per connection. A connection cannot be closed
+            // from here without failing its other streams, so the node's connection generation
+            // moves on: later streams open a new connection; this one drains and idles out.
+            #[cfg(unix)]
+            if let (Some(ts), Some(node)) = (established_ts(digest), ctx.current) {
+                let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
+                if n >= pool.requests {
+                    up.pool.forget(fd, ts);
+                    let e = ctx.h2_epoch;
+                    let _ = up.nodes[node].h2_epoch.compare_exchange(
+                        e,
+                        e.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+            }
             return Ok(());
         }
-        let pool = &up.conf.keepalive_pool;
         if pool.idle_timeout.is_zero() {
             ctx.close_conn = true;
             return Ok(());
         }
         #[cfg(unix)]
         {
-            let established = digest
-                .and_then(|d| d.timing_digest.first())
-                .and_then(|t| t.as_ref())
-                .map(|t| t.established_ts);
-            if let Some(ts) = established {
+            if let Some(ts) = established_ts(digest) {
                 let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
                 if n >= pool.requests || ctx.close_conn {
                     up.pool.forget(fd, ts);
@@ -466,6 +483,14 @@ impl ProxyHttp for WeirProxy {
             hook.logging(session, e, ctx).await;
         }
     }
+}
+
+/// When the connection of `digest` was established: with its fd, the connection's identity.
+fn established_ts(digest: Option<&Digest>) -> Option<std::time::SystemTime> {
+    digest
+        .and_then(|d| d.timing_digest.first())
+        .and_then(|t| t.as_ref())
+        .map(|t| t.established_ts)
 }
 
 /// A failed connect (TCP, TLS handshake, certificate): nothing was sent, so every method may

@@ -15,6 +15,7 @@ use log::warn;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use weir_balance::{
     ring_id, ConsistentHash, LeastConn, LevelSelector, NodeState, PeakEwma, SmoothWeighted,
@@ -30,6 +31,8 @@ pub struct Tables {
     nodes: StateTable<(String, String, u16), NodeState>,
     levels: StateTable<(String, i64), LevelState>,
     pools: StateTable<String, PoolState>,
+    /// HTTP/2 connection generation per node (see `NodeRuntime::h2_epoch`).
+    h2_epochs: StateTable<(String, String, u16), AtomicU64>,
     /// Checkers by upstream key: held strongly (they probe with or without traffic) and
     /// dropped when a snapshot no longer has the key with `checks`.
     pub health: Arc<HealthTable>,
@@ -40,6 +43,7 @@ impl Tables {
         self.nodes.prune();
         self.levels.prune();
         self.pools.prune();
+        self.h2_epochs.prune();
     }
 }
 
@@ -223,11 +227,14 @@ fn compile_upstream(
         let Some(addr) = resolve(&n.host, n.ip, n.port) else {
             continue;
         };
-        let state = tables.nodes.get_or_insert(
-            (key.clone(), n.host.to_ascii_lowercase(), n.port),
-            |_| true,
-            NodeState::default,
-        );
+        let node_key = (key.clone(), n.host.to_ascii_lowercase(), n.port);
+        let h2_epoch =
+            tables
+                .h2_epochs
+                .get_or_insert(node_key.clone(), |_| true, AtomicU64::default);
+        let state = tables
+            .nodes
+            .get_or_insert(node_key, |_| true, NodeState::default);
         let node_sni = sni_for(&n.host).to_owned();
         let peer = node_peer(addr, node_sni.clone(), conf, &peer_tls, gk);
         let ip_verifier = (tls && peer_tls.verify).then(|| IpVerifier::new(addr.ip()));
@@ -249,6 +256,7 @@ fn compile_upstream(
             state,
             health: None,
             ip_verifier,
+            h2_epoch,
             peer,
         });
     }

@@ -9,6 +9,7 @@ use pingora::upstreams::peer::HttpPeer;
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use weir_balance::{Eligible, LevelSelector, NodeState};
 use weir_config::{LbType, PassHost, Scheme, Upstream};
@@ -34,6 +35,10 @@ pub struct NodeRuntime {
     pub health: Option<Arc<Target>>,
     /// Certificate check by IP SAN, for attempts sent without SNI under `tls_verify`.
     pub ip_verifier: Option<IpVerifier>,
+    /// HTTP/2 connection generation (grpc/grpcs): part of the pool key, bumped when one of
+    /// the node's connections has carried `keepalive_pool.requests` streams, so new streams
+    /// open a new connection and the old one drains and idles out.
+    pub h2_epoch: Arc<AtomicU64>,
     /// Peer with everything but the per-request parts (SNI under `pass`, timeouts).
     pub peer: HttpPeer,
 }

@@ -220,6 +220,7 @@ impl tokio::io::AsyncWrite for TlsConn {
 pub struct GrpcBackend {
     pub addr: SocketAddr,
     calls: Arc<AtomicU64>,
+    conns: Arc<AtomicU64>,
     authorities: Arc<Mutex<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -246,6 +247,8 @@ impl GrpcBackend {
             authorities: Arc::new(Mutex::new(Vec::new())),
         };
         let (calls, authorities) = (Arc::clone(&echo.calls), Arc::clone(&echo.authorities));
+        let conns = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&conns);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let acceptor = identity.map(|id| Arc::new(h2_acceptor(&id)));
         let thread = std::thread::spawn(move || {
@@ -256,7 +259,11 @@ impl GrpcBackend {
                 .expect("runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let incoming =
+                    tokio_stream::wrappers::TcpListenerStream::new(listener).map(move |conn| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        conn
+                    });
                 let server = tonic::transport::Server::builder();
                 let signal = async {
                     let _ = stopped.await;
@@ -298,6 +305,7 @@ impl GrpcBackend {
         GrpcBackend {
             addr,
             calls,
+            conns,
             authorities,
             stop: Some(stop),
             thread: Some(thread),
@@ -307,6 +315,11 @@ impl GrpcBackend {
     /// Calls received so far.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.conns.load(Ordering::SeqCst)
     }
 
     /// The `:authority` of every call, oldest first.
