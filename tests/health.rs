@@ -7,6 +7,19 @@ use weir_testkit::{free_port, wait_for, Backend, Mode, TestProxy, TlsConfig};
 
 const PROBE_PATH: &str = "/healthz";
 
+fn three_backends() -> (Backend, Backend, Backend) {
+    (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    )
+}
+
+/// `checks.active` probing `PROBE_PATH` every second, up or down.
+fn active_every_second() -> String {
+    format!("      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n")
+}
+
 /// Client (non-probe) requests a backend has seen.
 fn client_hits(b: &Backend) -> usize {
     b.seen().iter().filter(|s| s.target != PROBE_PATH).count()
@@ -58,14 +71,11 @@ fn wait_status(p: &TestProxy, key: &str, port: u16, want: &str, within: Duration
 
 #[test]
 fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let (a, b, c) = three_backends();
     let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n",
-        nodes(&[&a, &b, &c])
+        "{}    checks:\n{}",
+        nodes(&[&a, &b, &c]),
+        active_every_second()
     )));
     // Probes reach every node.
     for n in [&a, &b, &c] {
@@ -118,11 +128,7 @@ fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
 
 #[test]
 fn a_node_answering_500_is_ejected_by_passive_checks() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let (a, b, c) = three_backends();
     c.set_mode(Mode::Status(500));
     // TCP probes (which the 500 node passes) far apart: only passive reports act here.
     let p = TestProxy::start(&config(&format!(
@@ -377,11 +383,7 @@ fn https_probes_verify_the_certificate_by_default() {
 
 #[test]
 fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let (a, b, c) = three_backends();
     c.set_mode(Mode::Status(500));
     let upstream = |nodes: &str, interval: u32, timeout: u32| {
         format!(
@@ -479,14 +481,11 @@ fn control_api_reports_checkers_and_answers_unknown_ids() {
 /// asserted; the timings are printed (run with `--nocapture`), never asserted.
 #[test]
 fn reliability_under_a_node_restart() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let (a, b, c) = three_backends();
     let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n      passive: {{}}\n",
-        nodes(&[&a, &b, &c])
+        "{}    checks:\n{}      passive: {{}}\n",
+        nodes(&[&a, &b, &c]),
+        active_every_second()
     )));
     let mut client = p.client();
     let start = Instant::now();

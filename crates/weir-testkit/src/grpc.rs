@@ -419,9 +419,7 @@ impl GrpcClient {
         let mut grpc = self.grpc();
         let path = path(method);
         self.rt.block_on(async move {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            ready(&mut grpc).await?;
             let r = grpc
                 .unary(Request::new(Bytes::from(msg.to_owned())), path, RawCodec)
                 .await?;
@@ -434,9 +432,7 @@ impl GrpcClient {
         let mut grpc = self.grpc();
         let path = path(method);
         self.rt.block_on(async move {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            ready(&mut grpc).await?;
             let r = grpc
                 .server_streaming(Request::new(Bytes::from(msg.to_owned())), path, RawCodec)
                 .await?;
@@ -449,9 +445,7 @@ impl GrpcClient {
         let mut grpc = self.grpc();
         let out: Vec<Bytes> = msgs.iter().map(|m| Bytes::from(m.to_string())).collect();
         self.rt.block_on(async move {
-            grpc.ready()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            ready(&mut grpc).await?;
             let r = grpc
                 .streaming(
                     Request::new(tokio_stream::iter(out)),
@@ -462,6 +456,13 @@ impl GrpcClient {
             collect(r.into_inner()).await
         })
     }
+}
+
+/// Wait until the channel can take a call; a connection failure is `UNAVAILABLE`.
+async fn ready(grpc: &mut tonic::client::Grpc<tonic::transport::Channel>) -> Result<(), Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))
 }
 
 fn client_runtime() -> tokio::runtime::Runtime {
