@@ -310,7 +310,6 @@ fn compile_upstream(
         levels,
         pool,
         health,
-        tls: peer_tls,
     }
 }
 
@@ -331,6 +330,8 @@ fn node_peer(
         Scheme::Http | Scheme::Https => o.set_http_version(1, 1),
         Scheme::Grpc | Scheme::Grpcs => {
             o.set_http_version(2, 2);
+            // Concurrent streams Weir opens on one connection: never more than the
+            // connection may carry in total (`requests`), and at most 1000.
             o.max_h2_streams = (conf.keepalive_pool.requests.min(1000) as usize).max(1);
         }
     }

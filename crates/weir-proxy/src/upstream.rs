@@ -4,7 +4,6 @@
 
 use crate::health::UpstreamHealth;
 use crate::pool::PoolState;
-use crate::tls::PeerTls;
 use pingora::upstreams::peer::HttpPeer;
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
@@ -88,8 +87,6 @@ pub struct UpstreamRuntime {
     pub pool: Arc<PoolState>,
     /// Checker and passive thresholds (`checks` only).
     pub health: Option<UpstreamHealth>,
-    /// CA bundle, client certificate and verification (https and grpcs).
-    pub tls: PeerTls,
 }
 
 impl NodeRuntime {
