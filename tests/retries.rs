@@ -187,3 +187,25 @@ fn single_node_upstream_retries_the_same_node() {
     assert_eq!(r.header("x-weir-upstream-status"), Some("502, 502, 502"));
     assert_eq!(a.hits(), 3);
 }
+
+#[test]
+fn a_pooled_connection_that_died_gets_one_free_retry_for_idempotent_methods() {
+    let a = Backend::start("a");
+    a.set_mode(Mode::DropReused);
+    // retries: 0: the free retry on a fresh connection is not an attempt.
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{retries: 0, nodes: {{\"{}\": 1}}}}}}]\n",
+        a.addr
+    ));
+    let mut c = p.client();
+    assert_eq!(c.get("/one").expect("first").status, 200);
+    // Goes out on the pooled connection, which the backend drops: retried on a new one.
+    let r = c.get("/two").expect("second");
+    assert_eq!((r.status, r.header("x-weir-upstream-status")), (200, None));
+    let targets: Vec<String> = a.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(targets, ["/one", "/two", "/two"]);
+    // A POST already written on a dead pooled connection is not replayed.
+    let r = c.request("POST", "/three", &[], b"x").expect("post");
+    assert_eq!(r.status, 502);
+    assert_eq!(a.seen().len(), 4);
+}

@@ -21,6 +21,9 @@ pub enum Mode {
     Drop,
     /// Read the request and never answer (until stopped).
     Hang,
+    /// Answer the first request of each connection; close the connection on any later one
+    /// without answering (a keepalive connection that died while pooled).
+    DropReused,
 }
 
 /// What the backend saw of one request.
@@ -244,7 +247,9 @@ fn read_request<S: Read>(r: &mut BufReader<S>) -> Option<Seen> {
 
 fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>, s: Arc<Shared>) {
     let mut r = BufReader::new(stream);
+    let mut served = 0u64;
     while let Some(mut req) = read_request(&mut r) {
+        served += 1;
         req.sni = sni.clone();
         req.client_cert = client.clone();
         if s.stopped.load(Ordering::SeqCst) {
@@ -265,6 +270,8 @@ fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>
                 200
             }
             Mode::Drop => return,
+            Mode::DropReused if served > 1 => return,
+            Mode::DropReused => 200,
             Mode::Hang => {
                 while !s.stopped.load(Ordering::SeqCst) {
                     thread::sleep(Duration::from_millis(20));
