@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use weir_testkit::{free_port, wait_for, Backend, Mode, TestProxy, TlsConfig};
+use weir_testkit::{free_port, wait_for, Backend, Mode, TestProxy};
 
 const PROBE_PATH: &str = "/healthz";
 
@@ -329,14 +329,7 @@ fn probes_carry_the_host_headers_and_settings_of_the_check() {
 #[test]
 fn https_probes_send_the_host_as_sni() {
     let ca = weir_testkit::pki::TestCa::new("probe CA");
-    let id = ca.issue("secure.example", &["secure.example"], &[], false);
-    let tls = Backend::start_tls(
-        "tls",
-        TlsConfig {
-            identity: id,
-            require_client_ca: None,
-        },
-    );
+    let tls = Backend::start_https("tls", &ca, &["secure.example"], &[]);
     let _p = TestProxy::start(&config(&format!(
         "    scheme: https\n{}    checks:\n      active: {{type: https, https_verify_certificate: false, host: secure.example, http_path: {PROBE_PATH}}}\n",
         nodes(&[&tls])
@@ -354,14 +347,7 @@ fn https_probes_verify_the_certificate_by_default() {
     // Self-signed for the test CA, which the prober does not trust: every probe fails its
     // handshake (tcp failure) and the target goes down.
     let ca = weir_testkit::pki::TestCa::new("untrusted CA");
-    let id = ca.issue("secure.example", &["secure.example"], &[], false);
-    let tls = Backend::start_tls(
-        "tls",
-        TlsConfig {
-            identity: id,
-            require_client_ca: None,
-        },
-    );
+    let tls = Backend::start_https("tls", &ca, &["secure.example"], &[]);
     let other = Backend::start("other");
     let p = TestProxy::start(&config(&format!(
         "    scheme: https\n{}    checks:\n      active: {{type: https, host: secure.example, http_path: {PROBE_PATH}}}\n",

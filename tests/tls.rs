@@ -21,17 +21,6 @@ fn cert_object(id: &str, who: &Identity) -> String {
     )
 }
 
-fn https_backend(ca: &TestCa, dns: &[&str], ips: &[IpAddr]) -> Backend {
-    let id = ca.issue("backend", dns, ips, false);
-    Backend::start_tls(
-        "tls",
-        TlsConfig {
-            identity: id,
-            require_client_ca: None,
-        },
-    )
-}
-
 /// One route per `(uri prefix, upstream YAML fields)`, each to `node`, plus objects.
 fn config(node: &Backend, routes: &[(&str, &str)], objects: &str) -> String {
     let mut s = String::from("routes:\n");
@@ -48,7 +37,7 @@ fn config(node: &Backend, routes: &[(&str, &str)], objects: &str) -> String {
 #[test]
 fn tls_verify_accepts_a_certificate_chaining_to_the_ca_by_name_and_by_ip() {
     let ca = TestCa::new("Weir test CA");
-    let b = https_backend(&ca, &["backend.test"], &[LOCAL]);
+    let b = Backend::start_https("tls", &ca, &["backend.test"], &[LOCAL]);
     let p = TestProxy::start(&config(
         &b,
         &[
@@ -75,7 +64,7 @@ fn tls_verify_accepts_a_certificate_chaining_to_the_ca_by_name_and_by_ip() {
 fn tls_verify_rejects_a_wrong_ca_a_wrong_name_and_a_missing_ip_san() {
     let ca = TestCa::new("Weir test CA");
     let other = TestCa::new("Another CA");
-    let b = https_backend(&ca, &["backend.test"], &[]);
+    let b = Backend::start_https("tls", &ca, &["backend.test"], &[]);
     let p = TestProxy::start(&config(
         &b,
         &[
@@ -117,8 +106,8 @@ fn tls_verify_rejects_a_wrong_ca_a_wrong_name_and_a_missing_ip_san() {
 fn a_failed_verification_moves_on_to_a_node_that_passes() {
     let ca = TestCa::new("Weir test CA");
     let rogue = TestCa::new("Rogue CA");
-    let bad = https_backend(&rogue, &["backend.test"], &[]);
-    let good = https_backend(&ca, &["backend.test"], &[]);
+    let bad = Backend::start_https("tls", &rogue, &["backend.test"], &[]);
+    let good = Backend::start_https("tls", &ca, &["backend.test"], &[]);
     let p = TestProxy::start(&format!(
         "routes:\n  - id: r\n    uri: /*\n    upstream:\n      scheme: https\n      pass_host: rewrite\n      upstream_host: backend.test\n      tls_verify: true\n      ca_certificates: [ca]\n      nodes: {{\"{}\": 1, \"{}\": 1}}\nca_certificates:\n{}",
         bad.addr,
@@ -137,7 +126,7 @@ fn a_failed_verification_moves_on_to_a_node_that_passes() {
 #[test]
 fn tls_verify_false_accepts_a_self_signed_backend() {
     let unknown = TestCa::new("Unknown CA");
-    let b = https_backend(&unknown, &["backend.test"], &[]);
+    let b = Backend::start_https("tls", &unknown, &["backend.test"], &[]);
     let p = TestProxy::start(&config(&b, &[("/off", "      tls_verify: false\n")], ""));
     let r = p.client().get("/off/x").expect("request");
     assert_eq!((r.status, r.body.as_str()), (200, "tls"));

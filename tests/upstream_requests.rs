@@ -134,22 +134,14 @@ mod https {
     use super::*;
     use std::net::IpAddr;
     use weir_testkit::pki::TestCa;
-    use weir_testkit::TlsConfig;
 
     fn tls_backend(name: &str) -> Backend {
         let ca = TestCa::new("test ca");
-        let id = ca.issue(
-            "backend",
+        Backend::start_https(
+            name,
+            &ca,
             &["backend.test", "localhost"],
             &[IpAddr::from([127, 0, 0, 1])],
-            false,
-        );
-        Backend::start_tls(
-            name,
-            TlsConfig {
-                identity: id,
-                require_client_ca: None,
-            },
         )
     }
 

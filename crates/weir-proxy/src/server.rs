@@ -3,12 +3,9 @@
 use crate::control::ControlApi;
 use crate::handle::SnapshotHandle;
 use crate::proxy::WeirProxy;
-use crate::tls::CertStore;
+use crate::tls::{listener_tls, CertStore};
 use async_trait::async_trait;
-use openssl::pkey::PKey;
-use openssl::x509::X509;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -107,29 +104,6 @@ pub fn control_service(handle: &Arc<SnapshotHandle>, addr: &str) -> Service<Cont
     );
     svc.add_tcp(addr);
     svc
-}
-
-/// TLS settings of a listener: Mozilla's intermediate profile, the certificate chain and key,
-/// ALPN h2 then http/1.1.
-fn listener_tls(cert_pem: &str, key_pem: &str) -> Result<TlsSettings, String> {
-    use openssl::ssl::{SslAcceptor, SslMethod};
-    let chain = X509::stack_from_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
-    let mut chain = chain.into_iter();
-    let leaf = chain.next().ok_or("no PEM certificate found")?;
-    let key = PKey::private_key_from_pem(key_pem.as_bytes())
-        .map_err(|_| "invalid private key".to_owned())?;
-    let mut b =
-        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
-    b.set_certificate(&leaf).map_err(|e| e.to_string())?;
-    for c in chain {
-        b.add_extra_chain_cert(c).map_err(|e| e.to_string())?;
-    }
-    b.set_private_key(&key).map_err(|e| e.to_string())?;
-    b.check_private_key()
-        .map_err(|_| "the private key does not match the certificate".to_owned())?;
-    let mut settings = TlsSettings::from(b);
-    settings.enable_h2();
-    Ok(settings)
 }
 
 /// A shutdown trigger for running a server in-process (tests, embedding).

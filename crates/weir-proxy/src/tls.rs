@@ -5,6 +5,7 @@
 use log::error;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
+use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::tls::CaType;
 use pingora::utils::tls::CertKey;
 use std::collections::HashMap;
@@ -120,4 +121,24 @@ pub fn cert_key(cert_pem: &str, key_pem: &str) -> Result<CertKey, String> {
     let key = PKey::private_key_from_pem(key_pem.as_bytes())
         .map_err(|_| "invalid private key".to_owned())?;
     Ok(CertKey::new(chain, key))
+}
+
+/// TLS settings of a `tls_listen` listener: Mozilla's intermediate profile, the certificate
+/// chain and key of a `certificates` object, ALPN h2 then http/1.1.
+pub fn listener_tls(cert_pem: &str, key_pem: &str) -> Result<TlsSettings, String> {
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    let pair = cert_key(cert_pem, key_pem)?;
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    b.set_certificate(pair.leaf()).map_err(|e| e.to_string())?;
+    for c in pair.intermediates() {
+        b.add_extra_chain_cert(c.clone())
+            .map_err(|e| e.to_string())?;
+    }
+    b.set_private_key(pair.key()).map_err(|e| e.to_string())?;
+    b.check_private_key()
+        .map_err(|_| "the private key does not match the certificate".to_owned())?;
+    let mut settings = TlsSettings::from(b);
+    settings.enable_h2();
+    Ok(settings)
 }

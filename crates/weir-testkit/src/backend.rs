@@ -97,6 +97,23 @@ impl Backend {
         Self::start_with(name, "127.0.0.1:0", Some(tls))
     }
 
+    /// Start an HTTPS backend whose certificate `ca` issues for `dns` names and `ips`; no
+    /// client certificate required.
+    pub fn start_https(
+        name: &str,
+        ca: &crate::pki::TestCa,
+        dns: &[&str],
+        ips: &[std::net::IpAddr],
+    ) -> Backend {
+        Self::start_tls(
+            name,
+            TlsConfig {
+                identity: ca.issue(name, dns, ips, false),
+                require_client_ca: None,
+            },
+        )
+    }
+
     fn start_with(name: &str, addr: &str, tls: Option<TlsConfig>) -> Backend {
         let acceptor = tls.map(|t| Arc::new(t.acceptor()));
         let listener = TcpListener::bind(addr).expect("bind backend");
