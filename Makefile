@@ -1,5 +1,6 @@
-# Weir's developer entry points. Everything builds against the system OpenSSL.
-export OPENSSL_NO_VENDOR ?= 1
+# Weir's developer entry points. Everything builds against the system OpenSSL:
+# .cargo/config.toml sets OPENSSL_NO_VENDOR for every cargo command, so `make` and plain
+# `cargo build` / `cargo test` share one build.
 CARGO ?= cargo
 CONF ?= conf/weir.yaml
 TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
@@ -14,9 +15,9 @@ run:
 	$(CARGO) build --bin weir --bin weir-demo-backend
 	./scripts/run-demo.sh $(CONF)
 
-## test: every unit, golden and end-to-end test
+## test: every unit, golden and end-to-end test; a failing test binary never stops the others
 test:
-	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 ## lint: formatting and clippy, warnings as errors
 lint:
