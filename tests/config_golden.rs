@@ -10,10 +10,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// `weir -t -c FILE`, run from the repository root (so messages name `conf/...` paths).
 fn weir_t(file: &Path) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["-t", "-c"])
         .arg(file)
+        .current_dir(repo())
         .env("RUST_LOG", "off")
         .output()
         .expect("run weir");
@@ -24,10 +26,11 @@ fn weir_t(file: &Path) -> (bool, String, String) {
     )
 }
 
+/// The `.yaml` files of `dir`, as paths relative to the repository root.
 fn yaml_files(dir: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
         .expect("read dir")
-        .map(|e| e.expect("entry").path())
+        .map(|e| Path::new(dir).join(e.expect("entry").file_name()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     v.sort();
@@ -38,11 +41,13 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 fn examples_validate() {
     let mut files = yaml_files("conf/examples");
     assert!(files.len() >= 10, "expected an example per feature area");
-    files.push(repo().join("conf/weir.yaml"));
+    files.push(PathBuf::from("conf/weir.yaml"));
     for f in files {
         let (ok, stdout, stderr) = weir_t(&f);
         assert!(ok, "{} failed validation:\n{stderr}", f.display());
         assert_eq!(stdout, "configuration OK\n", "{}", f.display());
+        // Examples are meant to be copied: they carry no warning either.
+        assert_eq!(stderr, "", "{}", f.display());
     }
 }
 
@@ -61,13 +66,15 @@ fn invalid_files_fail_with_golden_errors() {
         let summary = lines.pop().unwrap_or_default();
         let n = lines.len();
         let plural = if n == 1 { "" } else { "s" };
-        assert!(
-            summary.ends_with(&format!(": {n} error{plural}")),
-            "{}: summary {summary:?} does not count {n} errors",
+        assert_eq!(
+            summary,
+            format!("{}: {n} error{plural}", f.display()),
+            "{}: the summary counts every error",
             f.display()
         );
-        let got = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
-        let golden = f.with_extension("err");
+        // The golden file is what the user sees: every error line, then the summary.
+        let got = stderr;
+        let golden = repo().join(f.with_extension("err"));
         if bless {
             std::fs::write(&golden, &got).expect("write golden");
             continue;
@@ -104,12 +111,66 @@ fn warnings_do_not_fail_validation() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "configuration OK\n");
     assert!(
-        stderr.contains("warning: admin.listen: the Admin API listens on 0.0.0.0:9180"),
+        stderr.contains(
+            "warning: admin.listen (line 1, column 9): the Admin API listens on 0.0.0.0:9180"
+        ),
         "{stderr}"
     );
     assert!(
-        stderr.contains("warning: upstreams[0] (id \"u1\"): tls_verify"),
+        stderr.contains("warning: upstreams[0] (id \"u1\") (line 3, column 6): tls_verify"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `weir -t` on `text` written to a scratch file: (success, stdout, stderr).
+fn weir_t_text(name: &str, text: &str) -> (bool, String, String) {
+    let dir = std::env::temp_dir().join(format!("weir-golden-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let f = dir.join("weir.yaml");
+    std::fs::write(&f, text).expect("write");
+    let out = weir_t(&f);
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+#[test]
+fn a_file_without_routes_is_valid_with_a_warning() {
+    let (ok, stdout, stderr) = weir_t_text("noroutes", "server: {threads: 1}\n");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "configuration OK\n");
+    assert_eq!(stderr, "warning: no routes: every request will get 404\n");
+    // Resources that arrive through the Admin API are not expected in the file.
+    let (ok, _, stderr) = weir_t_text("noroutes-admin", "admin: {api_key: k}\n");
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn an_upstream_nothing_uses_is_valid_with_a_warning() {
+    let text = "routes:\n  - {id: r, uri: /, upstream_id: used}\nupstreams:\n  - id: used\n    nodes: {\"127.0.0.1:1\": 1}\n  - id: spare\n    nodes: {\"127.0.0.1:2\": 1}\n";
+    let (ok, stdout, stderr) = weir_t_text("unused", text);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "configuration OK\n");
+    assert_eq!(
+        stderr,
+        "warning: upstreams[1] (id \"spare\") (line 6, column 5): not used by any route or service\n"
+    );
+}
+
+#[test]
+fn an_error_names_the_path_the_line_and_the_value() {
+    let text = "routes:\n  - id: demo\n    uri: /demo/*\n    upstream_id: demo\nupstreams:\n  - id: demo\n    nodes: {\"127.0.0.1:1\": 1}\n    keepalive_pool: {size: 0}\n    retires: 1\n";
+    let (ok, _, stderr) = weir_t_text("located", text);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "upstreams[0] (id \"demo\").keepalive_pool.size (line 8, column 22): must be >= 1, got 0",
+            "upstreams[0] (id \"demo\").retires (line 9, column 5): unknown field",
+        ],
+        "{stderr}"
+    );
+    assert!(lines[2].ends_with("weir.yaml: 2 errors"), "{stderr}");
 }

@@ -68,31 +68,58 @@ fn item_note(v: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// Read a resource array; each item's path carries its id. Returns items with their paths.
+/// The id an item was written with, read without judging it: a string, or an integer as its
+/// decimal text (the form references use).
+fn written_id(item: &Value, key: &str) -> Option<String> {
+    match item.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+/// Read a resource array; each item's path carries its id. Returns the valid items with their
+/// paths, and the ids of the items that are present but invalid (their errors are already
+/// reported; a reference to one of them is not an unknown reference).
 fn resource_list<T>(
     o: &mut Obj<'_>,
     cx: &mut Cx,
     kind: &str,
     id_key: &str,
     mut parse: impl FnMut(&Value, &Path, &mut Cx) -> Option<T>,
-) -> Vec<(T, Path)> {
+) -> (Vec<(T, Path)>, Vec<String>) {
     let Some((v, p)) = o.take(kind) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let Some(items) = reader::array(v, &p, cx) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::with_capacity(items.len());
+    let mut invalid = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let mut ip = p.index(i);
         if let Some(note) = item_note(item, id_key) {
             ip = ip.annotate(note);
         }
-        if let Some(t) = parse(item, &ip, cx) {
-            out.push((t, ip));
+        match parse(item, &ip, cx) {
+            Some(t) => out.push((t, ip)),
+            None => invalid.extend(written_id(item, id_key)),
         }
     }
-    out
+    (out, invalid)
+}
+
+/// Ids of resources that are in the document but failed validation, by kind.
+#[derive(Debug, Default)]
+pub struct InvalidIds {
+    pub services: Vec<String>,
+    pub upstreams: Vec<String>,
+    pub certificates: Vec<String>,
+    pub ca_certificates: Vec<String>,
+}
+
+fn listed(ids: &[String], id: &Id) -> bool {
+    ids.iter().any(|i| i == id.as_str())
 }
 
 fn check_unique<'a>(cx: &mut Cx, key: &str, items: impl Iterator<Item = (&'a str, &'a Path)>) {
@@ -109,42 +136,46 @@ fn check_unique<'a>(cx: &mut Cx, key: &str, items: impl Iterator<Item = (&'a str
     }
 }
 
-/// Where each resource came from, for cross-reference errors.
+/// Where each resource came from, for cross-reference errors, and which ids belong to
+/// resources that are present but invalid.
 #[derive(Debug, Default)]
 pub struct ResourcePaths {
     pub routes: Vec<Path>,
     pub services: Vec<Path>,
     pub upstreams: Vec<Path>,
     pub consumers: Vec<Path>,
+    pub invalid: InvalidIds,
 }
 
 impl Resources {
     /// Check the rules that span resources: unique ids per kind, references that must exist,
-    /// unique consumer keys.
+    /// unique consumer keys. A reference to a resource that is present but invalid is not
+    /// reported: that resource's own errors say what is wrong.
     pub fn check_references(&self, paths: &ResourcePaths, cx: &mut Cx) {
+        let bad = &paths.invalid;
         for (r, p) in self.routes.iter().zip(&paths.routes) {
             if let Some(s) = &r.service_id {
-                if !self.services.iter().any(|x| &x.id == s) {
+                if !self.services.iter().any(|x| &x.id == s) && !listed(&bad.services, s) {
                     cx.err(&p.field("service_id"), format!("unknown service {:?}", s.0));
                 }
             }
             if let Some(u) = &r.upstream_id {
-                self.check_upstream_ref(u, &p.field("upstream_id"), cx);
+                self.check_upstream_ref(u, &p.field("upstream_id"), bad, cx);
             }
             if let Some(u) = &r.upstream {
-                self.check_upstream_tls(u, &p.field("upstream"), cx);
+                self.check_upstream_tls(u, &p.field("upstream"), bad, cx);
             }
         }
         for (s, p) in self.services.iter().zip(&paths.services) {
             if let Some(u) = &s.upstream_id {
-                self.check_upstream_ref(u, &p.field("upstream_id"), cx);
+                self.check_upstream_ref(u, &p.field("upstream_id"), bad, cx);
             }
             if let Some(u) = &s.upstream {
-                self.check_upstream_tls(u, &p.field("upstream"), cx);
+                self.check_upstream_tls(u, &p.field("upstream"), bad, cx);
             }
         }
         for (u, p) in self.upstreams.iter().zip(&paths.upstreams) {
-            self.check_upstream_tls(u, p, cx);
+            self.check_upstream_tls(u, p, bad, cx);
         }
         // Keys must be unique across consumers; never quote the key itself.
         let mut owners: HashMap<&str, &str> = HashMap::new();
@@ -160,15 +191,18 @@ impl Resources {
         }
     }
 
-    fn check_upstream_ref(&self, id: &Id, p: &Path, cx: &mut Cx) {
-        if !self.upstreams.iter().any(|u| u.id.as_ref() == Some(id)) {
+    fn check_upstream_ref(&self, id: &Id, p: &Path, bad: &InvalidIds, cx: &mut Cx) {
+        if !self.upstreams.iter().any(|u| u.id.as_ref() == Some(id)) && !listed(&bad.upstreams, id)
+        {
             cx.err(p, format!("unknown upstream {:?}", id.0));
         }
     }
 
-    fn check_upstream_tls(&self, u: &Upstream, p: &Path, cx: &mut Cx) {
+    fn check_upstream_tls(&self, u: &Upstream, p: &Path, bad: &InvalidIds, cx: &mut Cx) {
         for (i, ca) in u.tls.ca_certificates.iter().enumerate() {
-            if !self.ca_certificates.iter().any(|c| &c.id == ca) {
+            if !self.ca_certificates.iter().any(|c| &c.id == ca)
+                && !listed(&bad.ca_certificates, ca)
+            {
                 cx.err(
                     &p.field("ca_certificates").index(i),
                     format!("unknown ca_certificate {:?}", ca.0),
@@ -176,7 +210,7 @@ impl Resources {
             }
         }
         if let Some(ClientCert::Ref(id)) = &u.tls.client_cert {
-            if !self.certificates.iter().any(|c| &c.id == id) {
+            if !self.certificates.iter().any(|c| &c.id == id) && !listed(&bad.certificates, id) {
                 cx.err(
                     &p.field("client_certificate"),
                     format!("unknown certificate {:?}", id.0),
@@ -188,6 +222,28 @@ impl Resources {
     /// The certificate with this id.
     pub fn certificate(&self, id: &Id) -> Option<&Certificate> {
         self.certificates.iter().find(|c| &c.id == id)
+    }
+}
+
+/// Valid but almost always a mistake: a file that routes nothing, an upstream nothing uses.
+/// Not said when resources arrive another way (etcd, the Admin API).
+fn usage_warnings(config: &Config, paths: &ResourcePaths, cx: &mut Cx) {
+    if matches!(config.config_source, ConfigSource::Etcd(_)) || config.admin.is_some() {
+        return;
+    }
+    let r = &config.resources;
+    if r.routes.is_empty() {
+        cx.warn(&Path::root(), "no routes: every request will get 404");
+    }
+    for (u, p) in r.upstreams.iter().zip(&paths.upstreams) {
+        let Some(id) = &u.id else { continue };
+        let used = r.routes.iter().any(|x| x.upstream_id.as_ref() == Some(id))
+            || r.services
+                .iter()
+                .any(|x| x.upstream_id.as_ref() == Some(id));
+        if !used {
+            cx.warn(p, "not used by any route or service");
+        }
     }
 }
 
@@ -238,18 +294,20 @@ pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, Conf
         }
     }
 
-    let routes = resource_list(&mut o, &mut cx, "routes", "id", |v, p, cx| {
+    let (routes, _) = resource_list(&mut o, &mut cx, "routes", "id", |v, p, cx| {
         parse_route(v, p, cx, &env)
     });
-    let services = resource_list(&mut o, &mut cx, "services", "id", |v, p, cx| {
+    let (services, bad_services) = resource_list(&mut o, &mut cx, "services", "id", |v, p, cx| {
         parse_service(v, p, cx, &env)
     });
-    let upstreams = resource_list(&mut o, &mut cx, "upstreams", "id", |v, p, cx| {
-        parse_upstream(v, p, cx, &env, Placement::Standalone)
-    });
-    let consumers = resource_list(&mut o, &mut cx, "consumers", "username", parse_consumer);
-    let certificates = resource_list(&mut o, &mut cx, "certificates", "id", parse_certificate);
-    let cas = resource_list(
+    let (upstreams, bad_upstreams) =
+        resource_list(&mut o, &mut cx, "upstreams", "id", |v, p, cx| {
+            parse_upstream(v, p, cx, &env, Placement::Standalone)
+        });
+    let (consumers, _) = resource_list(&mut o, &mut cx, "consumers", "username", parse_consumer);
+    let (certificates, bad_certificates) =
+        resource_list(&mut o, &mut cx, "certificates", "id", parse_certificate);
+    let (cas, bad_cas) = resource_list(
         &mut o,
         &mut cx,
         "ca_certificates",
@@ -304,10 +362,18 @@ pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, Conf
         services: service_paths,
         upstreams: upstream_paths,
         consumers: consumer_paths,
+        invalid: InvalidIds {
+            services: bad_services,
+            upstreams: bad_upstreams,
+            certificates: bad_certificates,
+            ca_certificates: bad_cas,
+        },
     };
     config.resources.check_references(&paths, &mut cx);
     for (i, t) in config.server.tls_listen.iter().enumerate() {
-        if config.resources.certificate(&t.certificate).is_none() {
+        if config.resources.certificate(&t.certificate).is_none()
+            && !listed(&paths.invalid.certificates, &t.certificate)
+        {
             cx.err(
                 &root
                     .field("server")
@@ -318,6 +384,8 @@ pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, Conf
             );
         }
     }
+
+    usage_warnings(&config, &paths, &mut cx);
 
     let mut warnings = ConfigErrors(cx.warnings);
     warnings.sort_by_document(doc);

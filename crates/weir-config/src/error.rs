@@ -2,6 +2,7 @@
 //! what was found.
 
 use crate::path::{Path, Seg};
+use crate::position::{Position, Positions};
 use serde_json::Value;
 use std::fmt;
 
@@ -10,6 +11,8 @@ use std::fmt;
 pub struct ConfigError {
     pub path: Path,
     pub reason: String,
+    /// Where the offending key or value is written, for documents read from YAML text.
+    pub at: Option<Position>,
 }
 
 impl ConfigError {
@@ -17,16 +20,21 @@ impl ConfigError {
         ConfigError {
             path: path.clone(),
             reason: reason.into(),
+            at: None,
         }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_root() {
-            f.write_str(&self.reason)
-        } else {
-            write!(f, "{}: {}", self.path, self.reason)
+        match (self.path.is_root(), self.at) {
+            (true, _) => f.write_str(&self.reason),
+            (false, None) => write!(f, "{}: {}", self.path, self.reason),
+            (false, Some(at)) => write!(
+                f,
+                "{} (line {}, column {}): {}",
+                self.path, at.line, at.column, self.reason
+            ),
         }
     }
 }
@@ -50,6 +58,12 @@ impl ConfigErrors {
 
     pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
         self.0.iter()
+    }
+
+    /// Place every error in `text`, the YAML the document was read from: each gets the line
+    /// and column of its key or value (see [`Positions`]).
+    pub fn locate(&mut self, text: &str) {
+        locate(&mut self.0, text);
     }
 
     /// The Admin API form: all errors joined with `"; "`.
@@ -83,6 +97,17 @@ impl fmt::Display for ConfigErrors {
             write!(f, "{e}")?;
         }
         Ok(())
+    }
+}
+
+/// Give each of `errors` the position of its path in `text` (parsed once, only when needed).
+pub(crate) fn locate(errors: &mut [ConfigError], text: &str) {
+    if errors.iter().all(|e| e.path.is_root()) {
+        return;
+    }
+    let positions = Positions::of(text);
+    for e in errors {
+        e.at = positions.find(&e.path);
     }
 }
 

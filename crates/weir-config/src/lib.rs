@@ -6,8 +6,12 @@
 //! return every error of a document at once, in document order, each naming its path:
 //!
 //! ```text
-//! upstreams[1] (id "billing").keepalive_pool.size: must be >= 1, got 0
+//! upstreams[1] (id "billing").keepalive_pool.size (line 12, column 7): must be >= 1, got 0
 //! ```
+//!
+//! Documents read from YAML text place every error at the line and column of the offending
+//! key or value ([`position`]); documents given as a value tree (Admin API bodies) name the
+//! path only.
 //!
 //! This crate has no Pingora dependency, so company tooling can validate configurations
 //! without building a proxy.
@@ -31,6 +35,7 @@ pub mod document;
 pub mod error;
 pub mod path;
 pub mod plugins;
+pub mod position;
 pub mod reader;
 pub mod route;
 pub mod server;
@@ -78,14 +83,23 @@ pub fn yaml_to_value(text: &str) -> Result<Value, ConfigErrors> {
     })
 }
 
-/// Validate a YAML document.
+/// Validate a YAML document. Errors and warnings carry their line and column.
 pub fn parse_yaml(text: &str) -> Result<Loaded, ConfigErrors> {
-    parse_document(&yaml_to_value(text)?)
+    parse_yaml_with_plugins(text, &[])
 }
 
 /// Validate a YAML document that may enable the embedder's own `plugins` by name.
 pub fn parse_yaml_with_plugins(text: &str, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
-    parse_document_with(&yaml_to_value(text)?, plugins)
+    match parse_document_with(&yaml_to_value(text)?, plugins) {
+        Ok(mut loaded) => {
+            error::locate(&mut loaded.warnings, text);
+            Ok(loaded)
+        }
+        Err(mut errors) => {
+            errors.locate(text);
+            Err(errors)
+        }
+    }
 }
 
 /// Read and validate a configuration file.
