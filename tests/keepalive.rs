@@ -1,4 +1,9 @@
 //! Upstream keepalive pools: reuse, `requests`, `idle_timeout` and `size`.
+//!
+//! The client sees a response before the proxy has put the upstream connection back in its
+//! pool, so a test that counts connections waits for the proxy to finish each request
+//! (`TestProxy::wait_finished`) before it sends the next: otherwise the next request may find
+//! the pool empty and open a connection, depending on scheduling.
 
 use std::time::Duration;
 use weir_testkit::{wait_for, Backend, Mode, TestProxy};
@@ -15,15 +20,12 @@ fn sequential_requests_reuse_upstream_connections() {
     let b = Backend::start("b");
     let p = proxy_for(&b, "{}");
     let mut c = p.client();
-    for _ in 0..1000 {
+    for i in 1..=1000 {
         assert_eq!(c.get("/").expect("req").status, 200);
+        p.wait_finished(i);
     }
-    // At least 99% reuse: at most 10 connections for 1,000 requests.
-    assert!(
-        b.connections() <= 10,
-        "{} connections for 1000 requests",
-        b.connections()
-    );
+    // Every request after the first rides the pooled connection.
+    assert_eq!(b.connections(), 1, "connections for 1000 requests");
 }
 
 #[test]
@@ -31,8 +33,9 @@ fn requests_limit_closes_after_the_last_request() {
     let b = Backend::start("b");
     let p = proxy_for(&b, "{requests: 3}");
     let mut c = p.client();
-    for _ in 0..4 {
+    for i in 1..=4 {
         assert_eq!(c.get("/").expect("req").status, 200);
+        p.wait_finished(i);
     }
     // open, reuse, reuse-then-close, open anew.
     assert_eq!(b.connections(), 2);
@@ -50,9 +53,18 @@ fn idle_connections_are_dropped_after_idle_timeout() {
     let p = proxy_for(&b, "{idle_timeout: 0.2}");
     let mut c = p.client();
     c.get("/").expect("first");
+    p.wait_finished(1);
     c.get("/").expect("second");
+    p.wait_finished(2);
     assert_eq!(b.connections(), 1);
-    std::thread::sleep(Duration::from_millis(500)); // longer than idle_timeout, by design
+    // The proxy closes the idle connection by itself once idle_timeout has passed.
+    let closed = wait_for(Duration::from_secs(10), || {
+        (b.live_connections() == 0).then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "the idle upstream connection was never closed"
+    );
     c.get("/").expect("third");
     assert_eq!(
         b.connections(),
@@ -66,8 +78,9 @@ fn idle_timeout_zero_never_keeps_connections() {
     let b = Backend::start("b");
     let p = proxy_for(&b, "{idle_timeout: 0}");
     let mut c = p.client();
-    for _ in 0..3 {
+    for i in 1..=3 {
         c.get("/").expect("req");
+        p.wait_finished(i);
     }
     assert_eq!(b.connections(), 3);
 }
@@ -75,28 +88,33 @@ fn idle_timeout_zero_never_keeps_connections() {
 #[test]
 fn size_bounds_idle_connections_per_upstream() {
     let b = Backend::start("b");
-    b.set_mode(Mode::Delay(Duration::from_millis(300)));
     let p = proxy_for(&b, "{size: 2}");
-    let burst = |p: &TestProxy| {
+    // Eight requests held by the backend at once, so eight are busy together.
+    let burst = |p: &TestProxy, done_before: u64| {
+        b.set_mode(Mode::Hold);
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let mut c = p.client();
                 std::thread::spawn(move || c.get("/").expect("req").status)
             })
             .collect();
+        let all_in = wait_for(Duration::from_secs(10), || (b.holding() == 8).then_some(()));
+        assert!(
+            all_in.is_some(),
+            "only {} requests reached the backend",
+            b.holding()
+        );
+        b.release();
         for h in handles {
             assert_eq!(h.join().expect("join"), 200);
         }
+        p.wait_finished(done_before + 8);
     };
-    burst(&p);
+    burst(&p, 0);
     let after_first = b.connections();
     assert_eq!(after_first, 8);
-    // Only `size` connections went back to the pool: a second burst opens at least 6 anew.
-    burst(&p);
+    // Only `size` connections went back to the pool: a second burst opens exactly 6 anew.
+    burst(&p, 8);
     let opened = b.connections() - after_first;
-    assert!(
-        opened >= 6,
-        "opened {opened}: more than 2 idle connections were kept"
-    );
-    let _ = wait_for(Duration::from_millis(1), || Some(()));
+    assert_eq!(opened, 6, "more or fewer than 2 idle connections were kept");
 }

@@ -24,6 +24,9 @@ pub enum Mode {
     /// Answer the first request of each connection; close the connection on any later one
     /// without answering (a keepalive connection that died while pooled).
     DropReused,
+    /// Keep each request until [`Backend::release`] is called, then answer 200: lets a test
+    /// know exactly how many requests are in flight at once ([`Backend::holding`]).
+    Hold,
 }
 
 /// What the backend saw of one request.
@@ -70,6 +73,12 @@ struct Shared {
     mode: Mutex<Mode>,
     hits: AtomicU64,
     conns: AtomicU64,
+    /// Connections accepted and not yet closed.
+    live: AtomicU64,
+    /// Requests kept by `Mode::Hold` right now.
+    holding: AtomicU64,
+    /// Set by `release()`: held requests are answered.
+    released: AtomicBool,
     stopped: AtomicBool,
     seen: Mutex<Vec<Seen>>,
     open: Mutex<Vec<TcpStream>>,
@@ -123,6 +132,9 @@ impl Backend {
             mode: Mutex::new(Mode::Ok),
             hits: AtomicU64::new(0),
             conns: AtomicU64::new(0),
+            live: AtomicU64::new(0),
+            holding: AtomicU64::new(0),
+            released: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             seen: Mutex::new(Vec::new()),
             open: Mutex::new(Vec::new()),
@@ -135,10 +147,12 @@ impl Backend {
                 }
                 let Ok(stream) = stream else { continue };
                 s.conns.fetch_add(1, Ordering::SeqCst);
+                s.live.fetch_add(1, Ordering::SeqCst);
                 if let Ok(c) = stream.try_clone() {
                     s.open.lock().expect("lock").push(c);
                 }
                 let s2 = Arc::clone(&s);
+                let s3 = Arc::clone(&s);
                 let acceptor = acceptor.clone();
                 thread::spawn(move || {
                     let _ = stream.set_nodelay(true);
@@ -166,6 +180,7 @@ impl Backend {
                     if let Ok(raw) = raw {
                         let _ = raw.shutdown(std::net::Shutdown::Both);
                     }
+                    s3.live.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -181,7 +196,25 @@ impl Backend {
     }
 
     pub fn set_mode(&self, m: Mode) {
+        if m == Mode::Hold {
+            self.shared.released.store(false, Ordering::SeqCst);
+        }
         *self.shared.mode.lock().expect("lock") = m;
+    }
+
+    /// Answer every request kept by [`Mode::Hold`] (and any that arrives later).
+    pub fn release(&self) {
+        self.shared.released.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests kept by [`Mode::Hold`] right now.
+    pub fn holding(&self) -> u64 {
+        self.shared.holding.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted and not yet closed by either side.
+    pub fn live_connections(&self) -> u64 {
+        self.shared.live.load(Ordering::SeqCst)
     }
 
     /// Requests answered or dropped so far.
@@ -289,6 +322,14 @@ fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>
             Mode::Drop => return,
             Mode::DropReused if served > 1 => return,
             Mode::DropReused => 200,
+            Mode::Hold => {
+                s.holding.fetch_add(1, Ordering::SeqCst);
+                while !s.released.load(Ordering::SeqCst) && !s.stopped.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(2));
+                }
+                s.holding.fetch_sub(1, Ordering::SeqCst);
+                200
+            }
             Mode::Hang => {
                 while !s.stopped.load(Ordering::SeqCst) {
                     thread::sleep(Duration::from_millis(20));
@@ -298,7 +339,8 @@ fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>
         };
         let body = s.name.as_bytes();
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nX-Node: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nX-Node: {}\r\n{}\r\n",
+            reason(status),
             body.len(),
             s.name.trim(),
             if close { "Connection: close\r\n" } else { "" }
@@ -310,4 +352,12 @@ fn serve<S: Read + Write>(stream: S, sni: Option<String>, client: Option<String>
             return;
         }
     }
+}
+
+/// The standard reason phrase of `status` (empty for a code without one).
+fn reason(status: u16) -> &'static str {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
+    /// The reason phrase of the status line.
+    pub reason: String,
     /// Lower-cased names, in order.
     pub headers: Vec<(String, String)>,
     pub body: String,
@@ -49,7 +51,10 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<Response> {
-        // A pooled connection may have been closed by the server: retry once on a new one.
+        // A kept-alive connection may have been closed by the server while idle: then, and only
+        // then, retry once on a new one (as HTTP clients do). A failure on a new connection is
+        // the server's answer and is returned as it is.
+        let reused = self.conn.is_some();
         for fresh in [false, true] {
             if fresh || self.conn.is_none() {
                 let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
@@ -62,6 +67,7 @@ impl Client {
                 // A reused connection the server had closed: retry once on a new one.
                 Err(e)
                     if !fresh
+                        && reused
                         && matches!(
                             e.kind(),
                             std::io::ErrorKind::UnexpectedEof
@@ -109,11 +115,12 @@ impl Client {
         if conn.read_line(&mut line)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let status: u16 = line
-            .split_whitespace()
+        let mut parts = line.trim_end().splitn(3, ' ');
+        let status: u16 = parts
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let reason = parts.next().unwrap_or("").to_owned();
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -141,6 +148,7 @@ impl Client {
         }
         Ok(Response {
             status,
+            reason,
             headers,
             body: String::from_utf8_lossy(&buf).into_owned(),
         })

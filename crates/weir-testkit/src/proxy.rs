@@ -1,12 +1,33 @@
 //! Weir's proxy running in-process on an ephemeral port, with its snapshot handle exposed so
 //! tests can swap configurations.
 
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::Session;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use weir_proxy::server::{build_server_with, ShutdownTrigger};
-use weir_proxy::{SnapshotHandle, WeirProxy};
+use weir_proxy::{Hook, RequestCtx, SnapshotHandle, WeirProxy};
+
+/// Counts routed requests whose handling has ended: Pingora runs `logging` after it has
+/// returned the upstream connection to its pool, so a test that waits for this count before
+/// its next request never races the pool (the client sees the response before the proxy has
+/// released the connection).
+struct Finished(Arc<AtomicU64>);
+
+#[async_trait]
+impl Hook for Finished {
+    fn name(&self) -> &str {
+        "testkit-finished"
+    }
+
+    async fn logging(&self, _session: &mut Session, _error: Option<&Error>, _ctx: &mut RequestCtx) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -15,6 +36,7 @@ pub struct TestProxy {
     /// The `server.tls_listen` addresses (ephemeral ports), in order.
     pub tls: Vec<SocketAddr>,
     pub handle: Arc<SnapshotHandle>,
+    finished: Arc<AtomicU64>,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
 }
@@ -61,7 +83,9 @@ impl TestProxy {
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
         cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
         let handle = SnapshotHandle::new(&cfg.resources);
-        let server = match build_server_with(&cfg, None, make(Arc::clone(&handle))) {
+        let finished = Arc::new(AtomicU64::new(0));
+        let weir = make(Arc::clone(&handle)).with_hook(Arc::new(Finished(Arc::clone(&finished))));
+        let server = match build_server_with(&cfg, None, weir) {
             Ok(s) => s,
             Err(e) => panic!("cannot build the proxy: {e}"),
         };
@@ -89,9 +113,29 @@ impl TestProxy {
             control,
             tls,
             handle,
+            finished,
             trigger,
             thread: Some(thread),
         }
+    }
+
+    /// Routed requests the proxy has finished with (response sent, upstream connection back in
+    /// its pool or closed, in-flight counts released).
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::SeqCst)
+    }
+
+    /// Wait until the proxy has finished `n` routed requests: after this, the connection pool
+    /// and per-node counters reflect them. Panics after 10 s.
+    pub fn wait_finished(&self, n: u64) {
+        let done = crate::wait_for(Duration::from_secs(10), || {
+            (self.finished() >= n).then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "the proxy finished {} of {n} requests within 10 s",
+            self.finished()
+        );
     }
 
     pub fn client(&self) -> crate::Client {
