@@ -49,6 +49,8 @@ pub struct RequestCtx {
     pub consumer: Option<Arc<str>>,
     /// Per-request state of user hooks (allocates only when something is inserted).
     pub extensions: http::Extensions,
+    /// Counts this request as in progress for a graceful shutdown (see [`crate::drain`]).
+    pub(crate) _live: Option<crate::drain::LiveRequest>,
 }
 
 impl RequestCtx {

@@ -3,6 +3,7 @@
 //! limits and `X-Weir-Upstream-Status`.
 
 use crate::ctx::RequestCtx;
+use crate::drain::Tracker;
 use crate::failure::{is_idempotent, is_malformed_response, is_timeout};
 use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
@@ -32,6 +33,8 @@ pub struct WeirProxy {
     handle: Arc<SnapshotHandle>,
     /// Built-in plugins first, then user hooks, in registration order.
     hooks: Vec<Registered>,
+    /// Requests in progress (and, once served, client connections), for graceful shutdown.
+    tracker: Tracker,
 }
 
 impl WeirProxy {
@@ -42,7 +45,13 @@ impl WeirProxy {
                 plugin: Some("key-auth".into()),
                 hook: Arc::new(KeyAuthHook),
             }],
+            tracker: Tracker::default(),
         }
+    }
+
+    /// The counts of open client connections and requests in progress.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
     }
 
     /// Add a hook that runs for every routed request, after the built-in plugins.
@@ -101,7 +110,10 @@ impl ProxyHttp for WeirProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            _live: Some(self.tracker.request()),
+            ..RequestCtx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

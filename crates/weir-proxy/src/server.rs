@@ -1,12 +1,13 @@
 //! Building and running a Pingora `Server` for a Weir configuration.
 
 use crate::control::ControlApi;
+use crate::drain::{Counted, Drain, OnDrained};
 use crate::handle::SnapshotHandle;
 use crate::proxy::WeirProxy;
 use crate::tls::{listener_tls, CertStore};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::{background_service, GenBackgroundService};
@@ -53,6 +54,18 @@ pub fn build_server_with(
     opt: Option<Opt>,
     weir: WeirProxy,
 ) -> Result<Server, String> {
+    build_server_draining(cfg, opt, weir, None)
+}
+
+/// As [`build_server_with`]; in a graceful shutdown, `on_drained` runs as soon as no client
+/// connection and no request is left, instead of waiting out `grace_period_seconds` (the
+/// `weir` binary exits there). See [`crate::drain`].
+pub fn build_server_draining(
+    cfg: &Config,
+    opt: Option<Opt>,
+    weir: WeirProxy,
+    on_drained: Option<OnDrained>,
+) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
     let handle = Arc::clone(weir.handle());
@@ -60,13 +73,19 @@ pub fn build_server_with(
     if let Some(control) = &cfg.control {
         server.add_service(control_service(&handle, &control.listen.to_string()));
     }
-    let mut proxy = http_proxy_service_with_name(&server.configuration, weir, "weir");
-    if let Some(app) = proxy.app_logic_mut() {
-        // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
+    let tracker = weir.tracker().clone();
+    if let Some(action) = on_drained {
+        server.add_service(background_service(
+            "weir drain",
+            Drain::new(tracker.clone(), action),
+        ));
     }
+    let mut app = http_proxy(&server.configuration, weir);
+    // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    app.server_options = Some(options);
+    let mut proxy = Service::new("weir".to_owned(), Counted::new(app, tracker));
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use weir_config::ConfigSource;
-use weir_proxy::server::build_server;
-use weir_proxy::SnapshotHandle;
+use weir_proxy::server::build_server_draining;
+use weir_proxy::{SnapshotHandle, WeirProxy};
 
 /// glibc malloc/free were ~40% of the proxy's instructions per request; mimalloc's
 /// thread-local free lists are much cheaper (see `make bench`).
@@ -80,8 +80,9 @@ fn main() -> ExitCode {
     run(&cli, loaded.config, text)
 }
 
-/// Serve `config` until a signal stops the process: SIGTERM drains gracefully, SIGINT stops at
-/// once, SIGQUIT hands the listeners to a process started with `-u`.
+/// Serve `config` until a signal stops the process: SIGTERM drains gracefully (and exits as
+/// soon as no request is in flight), SIGINT stops at once, SIGQUIT hands the listeners to a
+/// process started with `-u`.
 fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
     let watch = match &config.config_source {
         ConfigSource::File { watch } => *watch,
@@ -99,7 +100,15 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
         ..Opt::default()
     };
     let handle = SnapshotHandle::new(&config.resources);
-    let server = match build_server(&config, Some(opt), Arc::clone(&handle)) {
+    // A graceful shutdown exits as soon as nothing is in flight; `grace_period_seconds` is
+    // only the upper bound.
+    let exit_when_drained = Box::new(|| {
+        log::info!("graceful shutdown complete, exiting");
+        log::logger().flush();
+        std::process::exit(0);
+    });
+    let weir = WeirProxy::new(Arc::clone(&handle));
+    let server = match build_server_draining(&config, Some(opt), weir, Some(exit_when_drained)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

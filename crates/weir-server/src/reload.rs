@@ -114,9 +114,10 @@ impl FileReloader {
                     error!("{}: {e}", self.path.display());
                 }
                 error!(
-                    "{}: reload rejected ({} errors); the running configuration stays in force",
+                    "{}: reload rejected ({} error{}); the running configuration stays in force",
                     self.path.display(),
-                    errors.len()
+                    errors.len(),
+                    if errors.len() == 1 { "" } else { "s" }
                 );
             }
         }
