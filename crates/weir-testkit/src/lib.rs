@@ -5,6 +5,10 @@
 
 mod backend;
 mod client;
+pub mod dns_server;
+pub mod fake_consul;
+pub mod fake_kubernetes;
+pub mod fake_nacos;
 pub mod grpc;
 pub mod pki;
 mod proxy;

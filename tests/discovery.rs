@@ -1,0 +1,1 @@
+//! End-to-end tests of service discovery through the proxy (in progress).

@@ -1,0 +1,1 @@
+//! End-to-end tests of the dns registry (in progress).
