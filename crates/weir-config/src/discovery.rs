@@ -9,18 +9,21 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
+/// The built-in registries. An embedder may register more by name (see [`Env`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiscoveryType {
     Consul,
     Nacos,
     Kubernetes,
+    Dns,
 }
 
 pub const DISCOVERY_TYPES: &[(&str, DiscoveryType)] = &[
     ("consul", DiscoveryType::Consul),
-    ("nacos", DiscoveryType::Nacos),
+    ("dns", DiscoveryType::Dns),
     ("kubernetes", DiscoveryType::Kubernetes),
+    ("nacos", DiscoveryType::Nacos),
 ];
 
 impl DiscoveryType {
@@ -29,7 +32,16 @@ impl DiscoveryType {
             DiscoveryType::Consul => "consul",
             DiscoveryType::Nacos => "nacos",
             DiscoveryType::Kubernetes => "kubernetes",
+            DiscoveryType::Dns => "dns",
         }
+    }
+
+    /// The built-in registry called `name`.
+    pub fn from_name(name: &str) -> Option<DiscoveryType> {
+        DISCOVERY_TYPES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -166,10 +178,36 @@ pub struct KubernetesConfig {
     #[serde(skip)]
     pub token: Option<Secret>,
     pub token_file: String,
+    /// `service.ca_file` (Weir): the PEM CA bundle `ssl_verify` checks the API server
+    /// against; default the service account's `ca.crt` when it exists, else the system store.
+    pub ca_file: Option<String>,
     pub namespace_selector: Option<NamespaceSelector>,
     pub label_selector: Option<String>,
     pub default_weight: u32,
     pub watch_endpoint_slices: bool,
+}
+
+/// `discovery.dns`: the resolver of `discovery_type: dns` and of host-name nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsConfig {
+    /// Name servers (`ip:port`); empty: the `nameserver` lines of `/etc/resolv.conf`.
+    pub servers: Vec<std::net::SocketAddr>,
+    pub timeout: Duration,
+    pub default_weight: u32,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout: Duration::from_millis(2000),
+            default_weight: 1,
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -178,14 +216,18 @@ pub struct DiscoveryConfig {
     pub nacos: Option<NacosConfig>,
     /// Empty: not configured. One entry with `id: None`: single cluster.
     pub kubernetes: Vec<KubernetesConfig>,
+    /// Always in force: the defaults when the block is absent.
+    pub dns: DnsConfig,
 }
 
 /// What resources are validated against: the configured registries, and the names of
-/// plugins an embedder registered besides the built-in ones.
+/// plugins and discovery registries an embedder registered besides the built-in ones.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub discovery: DiscoveryConfig,
     pub plugins: Vec<String>,
+    /// Registries registered by name next to the built-ins (`discovery_type: my-registry`).
+    pub discovery_names: Vec<String>,
 }
 
 impl Env {
@@ -194,12 +236,26 @@ impl Env {
             DiscoveryType::Consul => self.discovery.consul.is_some(),
             DiscoveryType::Nacos => self.discovery.nacos.is_some(),
             DiscoveryType::Kubernetes => !self.discovery.kubernetes.is_empty(),
+            DiscoveryType::Dns => true,
         }
     }
 
-    /// Check a `service_name` against its registry's format (SEMANTICS.md §7).
+    /// Every `discovery_type` name this configuration accepts, sorted.
+    pub fn discovery_type_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = DISCOVERY_TYPES
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(self.discovery_names.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Check a `service_name` against its registry's format.
     pub fn check_service_name(&self, t: DiscoveryType, name: &str) -> Result<(), String> {
         match t {
+            DiscoveryType::Dns => check_dns_service(name),
             DiscoveryType::Consul | DiscoveryType::Nacos => Ok(()),
             DiscoveryType::Kubernetes => {
                 let multi = self.discovery.kubernetes.iter().any(|k| k.id.is_some());
@@ -229,6 +285,67 @@ impl Env {
     }
 }
 
+/// `host:port` (A/AAAA) or an SRV name starting with `_`.
+fn check_dns_service(name: &str) -> Result<(), String> {
+    if name.starts_with('_') {
+        return Ok(());
+    }
+    let ok = name
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be host:port (A/AAAA) or an SRV name such as _http._tcp.example (starting with \"_\"), got {name:?}"
+        ))
+    }
+}
+
+fn secs_ttl(o: &mut Obj<'_>, cx: &mut Cx, k: &str, default: u64) -> Duration {
+    Duration::from_secs(o.uint(cx, k, 1, 86400 * 7).unwrap_or(default))
+}
+
+fn parse_dns(mut o: Obj<'_>, cx: &mut Cx) -> DnsConfig {
+    let mut d = DnsConfig::default();
+    if let Some((v, p)) = o.take("servers") {
+        d.servers = reader::list(v, &p, cx, 0, |x, xp, cx| {
+            let s = reader::string(x, xp, cx)?;
+            match s.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    cx.err(
+                        xp,
+                        format!(
+                            "must be an address like \"127.0.0.1:53\" or \"[::1]:53\", got {s:?}"
+                        ),
+                    );
+                    None
+                }
+            }
+        })
+        .unwrap_or_default();
+    }
+    d.timeout = millis(&mut o, cx, "timeout", 2000);
+    d.default_weight = o
+        .uint(cx, "default_weight", 0, u32::MAX as u64)
+        .unwrap_or(1) as u32;
+    d.min_ttl = secs_ttl(&mut o, cx, "min_ttl", 1);
+    d.max_ttl = secs_ttl(&mut o, cx, "max_ttl", 3600);
+    if d.min_ttl > d.max_ttl {
+        cx.err(
+            &o.path.field("min_ttl"),
+            format!(
+                "must be <= max_ttl ({}), got {}",
+                d.max_ttl.as_secs(),
+                d.min_ttl.as_secs()
+            ),
+        );
+    }
+    o.finish(cx);
+    d
+}
+
 pub fn parse_discovery(v: &Value, p: &Path, cx: &mut Cx) -> DiscoveryConfig {
     let mut d = DiscoveryConfig::default();
     let Some(mut o) = Obj::of(v, p, cx) else {
@@ -239,6 +356,9 @@ pub fn parse_discovery(v: &Value, p: &Path, cx: &mut Cx) -> DiscoveryConfig {
     }
     if let Some(n) = o.obj(cx, "nacos") {
         d.nacos = parse_nacos(n, cx);
+    }
+    if let Some(n) = o.obj(cx, "dns") {
+        d.dns = parse_dns(n, cx);
     }
     if let Some((kv, kp)) = o.take("kubernetes") {
         match kv {
@@ -404,6 +524,7 @@ fn parse_kubernetes(mut o: Obj<'_>, cx: &mut Cx, multi: bool) -> Option<Kubernet
         ssl_verify: false,
         token: None,
         token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+        ca_file: None,
         namespace_selector: None,
         label_selector: None,
         default_weight: 50,
@@ -431,6 +552,7 @@ fn parse_kubernetes(mut o: Obj<'_>, cx: &mut Cx, multi: bool) -> Option<Kubernet
             }
         }
         k.ssl_verify = s.bool(cx, "ssl_verify", false);
+        k.ca_file = s.str(cx, "ca_file").map(str::to_owned);
         s.finish(cx);
     }
     if let Some(mut c) = o.obj(cx, "client") {

@@ -252,9 +252,29 @@ pub fn parse_document(doc: &Value) -> Result<Loaded, ConfigErrors> {
     parse_document_with(doc, &[])
 }
 
+/// Names an embedder registered next to the built-ins, which a configuration may use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extensions<'a> {
+    /// Plugin names accepted in `plugins:` blocks.
+    pub plugins: &'a [&'a str],
+    /// Registry names accepted as `discovery_type`.
+    pub discovery: &'a [&'a str],
+}
+
 /// Validate a document, also accepting the plugin names in `plugins` (registered by an
 /// embedder) in `plugins:` blocks.
 pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
+    parse_document_ext(
+        doc,
+        &Extensions {
+            plugins,
+            discovery: &[],
+        },
+    )
+}
+
+/// Validate a document that may use the names in `ext`.
+pub fn parse_document_ext(doc: &Value, ext: &Extensions<'_>) -> Result<Loaded, ConfigErrors> {
     let empty = Value::Object(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let mut cx = Cx::default();
@@ -269,7 +289,8 @@ pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, Conf
     }
     let env = Env {
         discovery: config.discovery.clone(),
-        plugins: plugins.iter().map(|s| s.to_string()).collect(),
+        plugins: ext.plugins.iter().map(|s| s.to_string()).collect(),
+        discovery_names: ext.discovery.iter().map(|s| s.to_string()).collect(),
     };
     if let Some((v, p)) = o.take("server") {
         config.server = parse_server(v, &p, &mut cx);

@@ -43,9 +43,10 @@ pub mod upstream;
 
 pub use cert::{CaCertificate, Certificate, Secret};
 pub use common::{Id, Meta, Method, Timeout};
-pub use discovery::{DiscoveryConfig, DiscoveryType, Env};
+pub use discovery::{DiscoveryConfig, DiscoveryType, DnsConfig, Env};
 pub use document::{
-    parse_document, parse_document_with, Config, Loaded, Resources, RESOURCE_KINDS,
+    parse_document, parse_document_ext, parse_document_with, Config, Extensions, Loaded, Resources,
+    RESOURCE_KINDS,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use path::Path;
@@ -90,7 +91,18 @@ pub fn parse_yaml(text: &str) -> Result<Loaded, ConfigErrors> {
 
 /// Validate a YAML document that may enable the embedder's own `plugins` by name.
 pub fn parse_yaml_with_plugins(text: &str, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
-    match parse_document_with(&yaml_to_value(text)?, plugins) {
+    parse_yaml_ext(
+        text,
+        &Extensions {
+            plugins,
+            discovery: &[],
+        },
+    )
+}
+
+/// Validate a YAML document that may use the embedder's registered names in `ext`.
+pub fn parse_yaml_ext(text: &str, ext: &Extensions<'_>) -> Result<Loaded, ConfigErrors> {
+    match parse_document_ext(&yaml_to_value(text)?, ext) {
         Ok(mut loaded) => {
             error::locate(&mut loaded.warnings, text);
             Ok(loaded)

@@ -5,7 +5,13 @@ use crate::registry::DiscoveryRegistry;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The longest the service waits for every registry's first answer before it reports ready
+/// (services that depend on it, the proxy's listeners, start then).
+pub const FIRST_LOAD_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What to run after a catalog changed (the proxy recompiles its snapshot).
 pub type OnChange = Box<dyn Fn() + Send + Sync>;
@@ -26,9 +32,23 @@ impl DiscoveryService {
     }
 }
 
+impl DiscoveryService {
+    /// Every registry has answered once (successfully or not), or is asked for nothing.
+    fn settled(&self) -> bool {
+        self.registries.entries().all(|(_, e)| {
+            let s = e.feed.status();
+            s.last_update.is_some() || s.last_error.is_some() || e.feed.wanted().is_empty()
+        })
+    }
+}
+
 #[async_trait]
 impl BackgroundService for DiscoveryService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         let mut changes = self.registries.subscribe();
         let tasks: Vec<_> = self
             .registries
@@ -39,6 +59,27 @@ impl BackgroundService for DiscoveryService {
                 tokio::spawn(async move { registry.run(feed).await })
             })
             .collect();
+        // First load: apply changes as they come until every registry answered once.
+        let deadline = tokio::time::Instant::now() + FIRST_LOAD_DEADLINE;
+        while !self.settled() && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                r = changes.changed() => {
+                    if r.is_ok() {
+                        changes.borrow_and_update();
+                        (self.on_change)();
+                    }
+                }
+            }
+        }
+        if !self.settled() {
+            log::warn!(
+                "discovery: not every registry answered within {FIRST_LOAD_DEADLINE:?}; serving what is known"
+            );
+        }
+        changes.borrow_and_update();
+        (self.on_change)();
+        ready.notify_ready();
         loop {
             tokio::select! {
                 r = shutdown.changed() => {

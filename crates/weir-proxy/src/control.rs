@@ -1,5 +1,6 @@
-//! The read-only control API on `control.listen` (CONFIG.md, SEMANTICS.md §5.7):
-//! `GET /v1/healthcheck` and `GET /v1/healthcheck/{upstreams|routes|services}/{id}`.
+//! The read-only control API on `control.listen`: `GET /v1/healthcheck`,
+//! `GET /v1/healthcheck/{upstreams|routes|services}/{id}` and
+//! `GET /v1/discovery/{registry}/dump`.
 
 use crate::handle::SnapshotHandle;
 use async_trait::async_trait;
@@ -31,6 +32,12 @@ impl ControlApi {
             let all: Vec<Value> = table.checkers().iter().map(|c| entry(c)).collect();
             return (200, Value::Array(all));
         }
+        if let Some(name) = path
+            .strip_prefix("/v1/discovery/")
+            .and_then(|r| r.strip_suffix("/dump"))
+        {
+            return self.discovery_dump(name);
+        }
         let Some(rest) = path.strip_prefix("/v1/healthcheck/") else {
             return (404, json!({"error_msg": "not found"}));
         };
@@ -56,6 +63,47 @@ impl ControlApi {
             format!("{kind}[{id}] not found")
         };
         (404, json!({ "error_msg": msg }))
+    }
+}
+
+impl ControlApi {
+    /// What registry `name` holds now: its services and nodes, when it last succeeded, its
+    /// last error, and its configuration with secrets masked.
+    fn discovery_dump(&self, name: &str) -> (u16, Value) {
+        let Some(e) = self.handle.registries().get(name) else {
+            return (
+                404,
+                json!({"error_msg": format!("discovery {name} is not configured")}),
+            );
+        };
+        let catalog = e.feed.catalog();
+        let mut names: Vec<&String> = catalog.services.keys().collect();
+        names.sort();
+        let mut services = serde_json::Map::new();
+        for n in names {
+            let nodes: Vec<Value> = catalog.services[n]
+                .iter()
+                .map(|node| {
+                    json!({
+                        "host": node.host,
+                        "port": node.port,
+                        "weight": node.weight,
+                        "priority": node.priority,
+                    })
+                })
+                .collect();
+            services.insert(n.clone(), Value::Array(nodes));
+        }
+        let status = e.feed.status();
+        (
+            200,
+            json!({
+                "services": services,
+                "last_update": status.last_update,
+                "last_error": status.last_error,
+                "config": e.registry.config_dump(),
+            }),
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod control;
 mod ctx;
+pub mod discovery;
 pub mod drain;
 mod failure;
 mod forwarded;

@@ -14,6 +14,7 @@ use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
 use std::sync::Arc;
 use weir_config::Config;
+use weir_discovery::DiscoveryService;
 use weir_health::HealthService;
 
 /// Pingora process settings from Weir's `server` block.
@@ -70,6 +71,9 @@ pub fn build_server_draining(
     server.bootstrap();
     let handle = Arc::clone(weir.handle());
     server.add_service(health_service(&handle));
+    // The proxy listens once every registry has answered once (or its first-load deadline
+    // passed), so the first requests already see discovered nodes.
+    let discovery = server.add_service(discovery_service(&handle));
     if let Some(control) = &cfg.control {
         server.add_service(control_service(&handle, &control.listen.to_string()));
     }
@@ -102,8 +106,23 @@ pub fn build_server_draining(
             .map_err(|e| format!("{path} (certificate {:?}): {e}", l.certificate))?;
         proxy.add_tls_with_settings(&l.addr.to_string(), None, settings);
     }
-    server.add_service(proxy);
+    let proxy = server.add_service(proxy);
+    proxy.add_dependency(&discovery);
     Ok(server)
+}
+
+/// The background service running every discovery registry of `handle` (one service for all
+/// registries); each catalog change recompiles `handle`'s snapshot. Embedders add it to their
+/// own Pingora server.
+pub fn discovery_service(handle: &Arc<SnapshotHandle>) -> GenBackgroundService<DiscoveryService> {
+    let h = Arc::clone(handle);
+    background_service(
+        "weir discovery",
+        DiscoveryService::new(
+            Arc::clone(handle.registries()),
+            Box::new(move || h.refresh()),
+        ),
+    )
 }
 
 /// The background service running every health checker of `handle`'s configurations (one

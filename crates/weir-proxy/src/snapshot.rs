@@ -2,6 +2,7 @@
 //! validated [`Resources`]. State that must outlive a snapshot (per-node counters, round-robin
 //! cycles, pool accounting) is looked up in [`Tables`], so unchanged nodes keep it.
 
+use crate::discovery::Resolver;
 use crate::health::{fingerprint, probe_spec, target_spec, UpstreamHealth};
 use crate::key_auth::ConsumerIndex;
 use crate::pool::PoolState;
@@ -11,17 +12,17 @@ use crate::upstream::{
     group_key, node_host_header, sni_for, Level, LevelSpec, LevelState, NodeRuntime,
     UpstreamRuntime,
 };
-use log::warn;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use weir_balance::{
     ring_id, ConsistentHash, LeastConn, LevelSelector, NodeState, PeakEwma, SmoothWeighted,
     StateTable,
 };
-use weir_config::{Id, LbType, Plugins, Resources, Scheme, Targets, Timeout, Upstream};
+use weir_config::{Id, LbType, Plugins, Resources, Scheme, Timeout, Upstream};
+use weir_discovery::DiscoveryRegistry;
 use weir_health::tls::IpVerifier;
 use weir_health::HealthTable;
 
@@ -80,8 +81,27 @@ impl Snapshot {
         }
     }
 
-    /// Compile validated resources, reusing per-node state from `tables`.
+    /// Compile validated resources, reusing per-node state from `tables`, with no discovery:
+    /// discovered upstreams and host-name nodes have no nodes.
     pub fn compile(res: &Resources, tables: &Tables) -> Snapshot {
+        Self::compile_with(res, tables, &DiscoveryRegistry::new())
+    }
+
+    /// Compile validated resources against the current catalogs of `registries` (host-name
+    /// nodes through its `dns` registry), reusing per-node state from `tables`; then tell each
+    /// registry which services the configuration references.
+    pub fn compile_with(
+        res: &Resources,
+        tables: &Tables,
+        registries: &DiscoveryRegistry,
+    ) -> Snapshot {
+        let mut resolver = Resolver::new(registries);
+        let snap = Self::compile_resolved(res, tables, &mut resolver);
+        resolver.publish_wanted();
+        snap
+    }
+
+    fn compile_resolved(res: &Resources, tables: &Tables, resolver: &mut Resolver<'_>) -> Snapshot {
         let mut upstreams: HashMap<String, Arc<UpstreamRuntime>> = HashMap::new();
         let mut known = HashSet::new();
         let certs = CertStore::new(res);
@@ -91,7 +111,7 @@ impl Snapshot {
                 known.insert(key.clone());
                 upstreams.insert(
                     key.clone(),
-                    Arc::new(compile_upstream(key, u, tables, &certs)),
+                    Arc::new(compile_upstream(key, u, tables, &certs, resolver)),
                 );
             }
         }
@@ -101,7 +121,13 @@ impl Snapshot {
             let up = match (&s.upstream, &s.upstream_id) {
                 (Some(inline), _) => {
                     let key = format!("services/{}", s.id);
-                    let rt = Arc::new(compile_upstream(key.clone(), inline, tables, &certs));
+                    let rt = Arc::new(compile_upstream(
+                        key.clone(),
+                        inline,
+                        tables,
+                        &certs,
+                        resolver,
+                    ));
                     upstreams.insert(key, Arc::clone(&rt));
                     Some(rt)
                 }
@@ -128,7 +154,13 @@ impl Snapshot {
             let service = r.service_id.as_ref().and_then(|id| services.get(id));
             let upstream = if let Some(inline) = &r.upstream {
                 let key = format!("routes/{}", r.id);
-                let rt = Arc::new(compile_upstream(key.clone(), inline, tables, &certs));
+                let rt = Arc::new(compile_upstream(
+                    key.clone(),
+                    inline,
+                    tables,
+                    &certs,
+                    resolver,
+                ));
                 upstreams.insert(key, Arc::clone(&rt));
                 Some(rt)
             } else if let Some(id) = &r.upstream_id {
@@ -177,26 +209,12 @@ impl Snapshot {
     }
 }
 
-/// Resolve a node host to one address: IP literals directly, names through the system
-/// resolver (first address). `None` leaves the node out.
-fn resolve(host: &str, ip: Option<std::net::IpAddr>, port: u16) -> Option<SocketAddr> {
-    if let Some(ip) = ip {
-        return Some(SocketAddr::new(ip, port));
-    }
-    match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs.next(),
-        Err(e) => {
-            warn!("node {host}:{port}: cannot resolve ({e}); left out");
-            None
-        }
-    }
-}
-
 fn compile_upstream(
     key: String,
     conf: &Upstream,
     tables: &Tables,
     certs: &CertStore<'_>,
+    resolver: &mut Resolver<'_>,
 ) -> UpstreamRuntime {
     let pool = tables
         .pools
@@ -209,13 +227,10 @@ fn compile_upstream(
     };
     let gk = group_key(&key, conf.scheme, peer_tls.fingerprint);
 
-    // Levels: highest priority first; configured order within a level.
-    let static_nodes = match &conf.targets {
-        Targets::Nodes(n) => n.as_slice(),
-        Targets::Discovery(_) => &[],
-    };
-    let mut order: Vec<usize> = (0..static_nodes.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(static_nodes[i].priority));
+    // Levels: highest priority first; configured (or discovered) order within a level.
+    let targets = resolver.targets(conf);
+    let mut order: Vec<usize> = (0..targets.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(targets[i].0.priority));
 
     let mut nodes = Vec::with_capacity(order.len());
     let active = conf.checks.as_ref().map(|c| &c.active);
@@ -223,11 +238,9 @@ fn compile_upstream(
     // (priority, start, end) of each level in `nodes`.
     let mut ranges: Vec<(i64, usize, usize)> = Vec::new();
     for i in order {
-        let n = &static_nodes[i];
-        let Some(addr) = resolve(&n.host, n.ip, n.port) else {
-            continue;
-        };
-        let node_key = (key.clone(), n.host.to_ascii_lowercase(), n.port);
+        let (n, addr) = (&targets[i].0, targets[i].1);
+        let identity = node_identity(n, addr);
+        let node_key = (key.clone(), identity.clone(), n.port);
         let h2_epoch =
             tables
                 .h2_epochs
@@ -246,6 +259,7 @@ fn compile_upstream(
             _ => ranges.push((n.priority, nodes.len(), nodes.len() + 1)),
         }
         nodes.push(NodeRuntime {
+            identity,
             host_is_ip: n.ip.is_some(),
             host: n.host.clone(),
             port: n.port,
@@ -282,7 +296,7 @@ fn compile_upstream(
             let spec = LevelSpec {
                 nodes: members
                     .iter()
-                    .map(|n| (n.host.to_ascii_lowercase(), n.port, n.weight))
+                    .map(|n| (n.identity.clone(), n.port, n.weight))
                     .collect(),
                 lb: conf.lb,
                 hash_balance_factor: conf.hash_balance_factor,
@@ -310,6 +324,17 @@ fn compile_upstream(
         levels,
         pool,
         health,
+    }
+}
+
+/// What identifies a node across snapshots (its per-node state, its place in a level): the
+/// host as written for an IP node; the name and the address for a host-name node, which has
+/// one node per address.
+fn node_identity(n: &weir_config::Node, addr: SocketAddr) -> String {
+    if n.ip.is_some() {
+        n.host.to_ascii_lowercase()
+    } else {
+        format!("{}@{}", n.host.to_ascii_lowercase(), addr.ip())
     }
 }
 

@@ -20,6 +20,9 @@ use weir_health::Target;
 pub struct NodeRuntime {
     /// Host as configured (`10.0.0.1`, `api.internal`, `[::1]`).
     pub host: String,
+    /// What identifies the node across snapshots: `host`, or `host@address` for a host-name
+    /// node (one node per address the name resolves to).
+    pub identity: String,
     /// `host` is an IP literal (not a name that was resolved).
     pub host_is_ip: bool,
     pub port: u16,

@@ -99,7 +99,8 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
         daemon: cli.daemon,
         ..Opt::default()
     };
-    let handle = SnapshotHandle::new(&config.resources);
+    let registries = Arc::new(weir_proxy::discovery::registries(&config.discovery));
+    let handle = SnapshotHandle::with_discovery(&config.resources, registries);
     // A graceful shutdown exits as soon as nothing is in flight; `grace_period_seconds` is
     // only the upper bound.
     let exit_when_drained = Box::new(|| {

@@ -82,7 +82,8 @@ impl TestProxy {
         let _ = std::fs::create_dir_all(&dir);
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
         cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
-        let handle = SnapshotHandle::new(&cfg.resources);
+        let registries = Arc::new(weir_proxy::discovery::registries(&cfg.discovery));
+        let handle = SnapshotHandle::with_discovery(&cfg.resources, registries);
         let finished = Arc::new(AtomicU64::new(0));
         let weir = make(Arc::clone(&handle)).with_hook(Arc::new(Finished(Arc::clone(&finished))));
         let server = match build_server_with(&cfg, None, weir) {

@@ -8,6 +8,7 @@ pub mod tls;
 
 use crate::common::{parse_id, ser_secs, valid_host_syntax, Id, Meta, Timeout};
 use crate::discovery::{DiscoveryType, Env};
+use crate::error::show;
 use crate::path::Path;
 use crate::reader::{self, Bound, Cx, Obj};
 use serde::Serialize;
@@ -104,7 +105,9 @@ impl Default for KeepalivePool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiscoveryRef {
     pub service_name: String,
-    pub discovery_type: DiscoveryType,
+    /// The registry's name: a built-in (`consul`, `nacos`, `kubernetes`, `dns`) or one an
+    /// embedder registered.
+    pub discovery_type: String,
     /// Nacos only; defaults `public` / `DEFAULT_GROUP`.
     pub namespace_id: String,
     pub group_name: String,
@@ -305,10 +308,21 @@ fn parse_discovery_ref(
         return None;
     };
     let service_name = reader::string_len(nv, &np, cx, 1, 256);
-    let discovery_type = reader::enumeration(dv, &dp, cx, crate::discovery::DISCOVERY_TYPES);
+    let names = env.discovery_type_names();
+    let discovery_type = match dv.as_str() {
+        Some(n) if names.iter().any(|x| x == n) => Some(n.to_owned()),
+        _ => {
+            cx.err(
+                &dp,
+                format!("must be one of {}, got {}", names.join(", "), show(dv)),
+            );
+            None
+        }
+    };
+    let builtin = discovery_type.as_deref().and_then(DiscoveryType::from_name);
     let (mut namespace_id, mut group_name) = ("public".to_owned(), "DEFAULT_GROUP".to_owned());
     if let Some((av, ap)) = args {
-        if discovery_type.is_some_and(|d| d != DiscoveryType::Nacos) {
+        if discovery_type.is_some() && builtin != Some(DiscoveryType::Nacos) {
             cx.err(&ap, "only allowed with discovery_type nacos");
         } else if let Some(mut a) = Obj::of(av, &ap, cx) {
             if let Some(s) = a.str(cx, "namespace_id") {
@@ -321,19 +335,18 @@ fn parse_discovery_ref(
         }
     }
     let (service_name, discovery_type) = (service_name?, discovery_type?);
-    if !env.has_discovery(discovery_type) {
-        cx.err(
-            &dp,
-            format!(
-                "{} is not configured under discovery",
-                discovery_type.as_str()
-            ),
-        );
-        return None;
-    }
-    if let Err(e) = env.check_service_name(discovery_type, service_name) {
-        cx.err(&np, e);
-        return None;
+    if let Some(t) = builtin {
+        if !env.has_discovery(t) {
+            cx.err(
+                &dp,
+                format!("{} is not configured under discovery", t.as_str()),
+            );
+            return None;
+        }
+        if let Err(e) = env.check_service_name(t, service_name) {
+            cx.err(&np, e);
+            return None;
+        }
     }
     Some(Targets::Discovery(DiscoveryRef {
         service_name: service_name.to_owned(),
@@ -341,6 +354,13 @@ fn parse_discovery_ref(
         namespace_id,
         group_name,
     }))
+}
+
+impl DiscoveryRef {
+    /// The built-in registry it names, if it names one.
+    pub fn builtin(&self) -> Option<DiscoveryType> {
+        DiscoveryType::from_name(&self.discovery_type)
+    }
 }
 
 fn parse_pass_host(o: &mut Obj<'_>, cx: &mut Cx) -> PassHost {
