@@ -110,7 +110,9 @@ fn chash_missing_key_falls_back_to_remote_addr_and_skips_a_dead_owner() {
 #[test]
 fn least_conn_sends_new_requests_to_the_idle_node() {
     let (slow, idle) = (Backend::start("slow"), Backend::start("idle"));
-    slow.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    // `slow` keeps its request until released: it is in flight for as long as the test needs,
+    // however slow the machine.
+    slow.set_mode(Mode::Hold);
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1}}}}\n",
         slow.addr, idle.addr
@@ -118,11 +120,20 @@ fn least_conn_sends_new_requests_to_the_idle_node() {
     // The first request goes to the first node (tie) and stays in flight there.
     let mut c1 = p.client();
     let long = std::thread::spawn(move || c1.get("/").expect("long").body);
-    assert!(wait_for(Duration::from_secs(5), || (slow.hits() == 1).then_some(())).is_some());
+    assert!(
+        wait_for(Duration::from_secs(10), || (slow.holding() == 1)
+            .then_some(()))
+        .is_some(),
+        "the first request did not reach the first node"
+    );
     let mut c = p.client();
-    for _ in 0..10 {
+    for i in 1..=10 {
         assert_eq!(c.get("/").expect("req").body, "idle");
+        // The proxy releases a request's in-flight count after the client has the response:
+        // wait for that, so no pick can see idle still busy (a tie, which goes to slow).
+        p.wait_finished(i);
     }
+    slow.release();
     assert_eq!(long.join().expect("join"), "slow");
 }
 
@@ -133,8 +144,9 @@ fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
         Backend::start("b"),
         Backend::start("fresh"),
     );
-    a.set_mode(Mode::Delay(Duration::from_millis(1500)));
-    b.set_mode(Mode::Delay(Duration::from_millis(1500)));
+    // a and b keep their requests until released: exactly four are in flight.
+    a.set_mode(Mode::Hold);
+    b.set_mode(Mode::Hold);
     let up = |extra: &str| {
         format!(
             "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1{extra}}}}}\n",
@@ -142,24 +154,32 @@ fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
         )
     };
     let p = TestProxy::start(&up(""));
-    let long: Vec<_> = (0..4)
-        .map(|_| {
+    // One at a time, each held before the next is sent, so every pick sees the counts of the
+    // previous ones (concurrent picks could see the same counts): a, b, then a tie, then b.
+    let long: Vec<_> = (1..=4)
+        .map(|n| {
             let mut c = p.client();
-            std::thread::spawn(move || c.get("/").expect("long").status)
+            let h = std::thread::spawn(move || c.get("/").expect("long").status);
+            assert!(
+                wait_for(Duration::from_secs(10), || (a.holding() + b.holding() == n)
+                    .then_some(()))
+                .is_some(),
+                "request {n} did not reach a backend"
+            );
+            h
         })
         .collect();
-    assert!(
-        wait_for(Duration::from_secs(5), || (a.hits() + b.hits() == 4)
-            .then_some(()))
-        .is_some()
-    );
-    assert_eq!((a.hits(), b.hits()), (2, 2));
+    assert_eq!((a.holding(), b.holding()), (2, 2));
     // Add a node under load: the in-flight counts of a and b are kept, so it takes the new ones.
     p.apply(&up(&format!(", \"{}\": 1", fresh.addr)));
     let mut c = p.client();
-    for _ in 0..5 {
+    for i in 1..=5 {
         assert_eq!(c.get("/").expect("req").body, "fresh");
+        // Its own count is released before the next pick (the four held ones never finish).
+        p.wait_finished(i);
     }
+    a.release();
+    b.release();
     for h in long {
         assert_eq!(h.join().expect("join"), 200);
     }
@@ -168,7 +188,11 @@ fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
 #[test]
 fn ewma_avoids_a_node_ten_times_slower() {
     let bs = three();
-    bs[2].set_mode(Mode::Delay(Duration::from_millis(100)));
+    // The estimates are measured latencies, and a fast node's request can take tens of
+    // milliseconds on a busy machine (a sample above the slow node's estimate would make ewma
+    // rightly prefer the slow node for seconds). The slow node is slower than any such stall:
+    // noise cannot reorder the nodes, and it is hit once, when its unmeasured estimate is drawn.
+    bs[2].set_mode(Mode::Delay(Duration::from_secs(1)));
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{type: ewma, nodes: {}}}}}]\n",
         nodes(&bs)

@@ -1,19 +1,18 @@
 //! Retries, the tried set, deadlines, retry_on_status and X-Weir-Upstream-Status.
+//!
+//! Dead nodes are `Backend::refused()` ports: bound and never listening for the whole test, so
+//! no other socket (another test's backend or proxy) can take the port and answer.
 
-use std::time::Duration;
-use weir_testkit::{free_port, Backend, Mode, TestProxy};
-
-fn dead_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
+use weir_testkit::{Backend, Mode, TestProxy};
 
 #[test]
 fn connect_failures_are_retried_on_other_nodes() {
     let ok = Backend::start("ok");
+    let (dead1, dead2) = (Backend::refused(), Backend::refused());
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1, \"{}\": 1, \"{}\": 1}}}}}}]\n",
-        dead_addr(),
-        dead_addr(),
+        dead1.addr(),
+        dead2.addr(),
         ok.addr
     ));
     let mut c = p.client();
@@ -30,10 +29,11 @@ fn connect_failures_are_retried_on_other_nodes() {
 
 #[test]
 fn exhausted_attempts_answer_502_with_every_status() {
+    let (dead1, dead2) = (Backend::refused(), Backend::refused());
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1, \"{}\": 1}}}}}}]\n",
-        dead_addr(),
-        dead_addr()
+        dead1.addr(),
+        dead2.addr()
     ));
     let r = p.client().get("/").expect("req");
     assert_eq!(r.status, 502);
@@ -64,13 +64,13 @@ fn retries_zero_means_one_attempt_and_more_than_nodes_is_capped() {
 fn pingoras_attempt_cap_does_not_cut_configured_retries() {
     // 20 dead nodes and one live one: 21 attempts, more than Pingora's default cap of 16.
     let ok = Backend::start("ok");
+    let dead: Vec<_> = (0..20).map(|_| Backend::refused()).collect();
     let mut nodes = String::new();
-    for i in 0..20 {
+    for d in &dead {
         nodes.push_str(&format!(
             "      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 1}}\n",
-            free_port()
+            d.port()
         ));
-        let _ = i;
     }
     nodes.push_str(&format!(
         "      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 0}}\n",
@@ -103,8 +103,9 @@ fn read_errors_are_retried_for_get_but_not_for_post() {
 
 #[test]
 fn read_timeout_answers_504() {
+    // A backend that never answers: the read timeout fires however slow the machine is.
     let slow = Backend::start("slow");
-    slow.set_mode(Mode::Delay(Duration::from_secs(3)));
+    slow.set_mode(Mode::Hang);
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{timeout: {{connect: 1, send: 1, read: 0.3}}, nodes: {{\"{}\": 1}}}}}}]\n",
         slow.addr
@@ -120,10 +121,11 @@ fn read_timeout_answers_504() {
 fn timeout_then_refused_reports_both() {
     let slow = Backend::start("slow");
     slow.set_mode(Mode::Hang);
+    let dead = Backend::refused();
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{timeout: {{connect: 1, send: 1, read: 0.2}}, nodes: [{{host: 127.0.0.1, port: {}, weight: 1, priority: 1}}, {{host: 127.0.0.1, port: {}, weight: 1}}]}}}}]\n",
         slow.port(),
-        free_port()
+        dead.port()
     ));
     let r = p.client().get("/").expect("req");
     assert_eq!(r.status, 502, "the last attempt failed by error");
@@ -199,11 +201,16 @@ fn a_pooled_connection_that_died_gets_one_free_retry_for_idempotent_methods() {
     ));
     let mut c = p.client();
     assert_eq!(c.get("/one").expect("first").status, 200);
+    // The client has its response before the proxy has put the connection back in its pool:
+    // wait for that, so the next request finds it there.
+    p.wait_finished(1);
     // Goes out on the pooled connection, which the backend drops: retried on a new one.
     let r = c.get("/two").expect("second");
     assert_eq!((r.status, r.header("x-weir-upstream-status")), (200, None));
     let targets: Vec<String> = a.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(targets, ["/one", "/two", "/two"]);
+    // The new connection of the retry is pooled in turn.
+    p.wait_finished(2);
     // A POST already written on a dead pooled connection is not replayed.
     let r = c.request("POST", "/three", &[], b"x").expect("post");
     assert_eq!(r.status, 502);

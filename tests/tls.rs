@@ -241,7 +241,7 @@ fn https_health_probes_verify_against_the_upstreams_ca_and_ip() {
         cert_object("alice", &alice),
         ca_object("ca", &ca)
     ));
-    let probe = wait_for(Duration::from_secs(5), || {
+    let probe = wait_for(Duration::from_secs(15), || {
         b.seen().into_iter().find(|s| s.target == "/healthz")
     })
     .expect("a verified probe with the client certificate");

@@ -1,7 +1,7 @@
 //! What the upstream receives: Host per pass_host, forwarded headers, and timeouts.
 
 use std::time::Duration;
-use weir_testkit::{free_port, Backend, Mode, TestProxy};
+use weir_testkit::{Backend, Mode, TestProxy};
 
 fn last_host(b: &Backend) -> String {
     b.seen()
@@ -41,9 +41,11 @@ fn pass_host_modes() {
 #[test]
 fn node_host_is_recomputed_for_each_attempt() {
     let b = Backend::start("b");
+    // Refuses connections for the whole test (a released free port could be taken meanwhile).
+    let dead = Backend::refused();
     let p = TestProxy::start(&format!(
         "routes: [{{id: r, uri: /*, upstream: {{pass_host: node, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1, priority: 1}}, {{host: localhost, port: {port}, weight: 1}}]}}}}]\n",
-        dead = free_port(),
+        dead = dead.port(),
         port = b.port()
     ));
     let r = p.client().get("/").expect("req");
@@ -96,18 +98,27 @@ fn forwarded_headers_are_set() {
 #[test]
 fn route_timeout_replaces_the_upstreams() {
     let slow = Backend::start("slow");
-    slow.set_mode(Mode::Delay(Duration::from_millis(600)));
     let p = TestProxy::start(&format!(
         "routes:
   - {{id: short, uri: /short, timeout: {{connect: 1, send: 1, read: 0.2}}, upstream_id: u}}
   - {{id: default, uri: /default, upstream_id: u}}
 upstreams:
-  - {{id: u, timeout: {{connect: 1, send: 1, read: 5}}, nodes: {{\"{}\": 1}}}}
+  - {{id: u, timeout: {{connect: 1, send: 1, read: 30}}, nodes: {{\"{}\": 1}}}}
 ",
         slow.addr
     ));
     let mut c = p.client();
-    assert_eq!(c.get("/short").expect("short").status, 504);
+    // The backend keeps /short until released: only the route's 0.2 s can answer it before the
+    // client gives up after 10 s (the upstream's own read timeout is 30 s), whatever the load.
+    c.timeout = Duration::from_secs(10);
+    slow.set_mode(Mode::Hold);
+    let r = c
+        .get("/short")
+        .expect("no answer within 10 s: the route's read timeout did not apply");
+    assert_eq!(r.status, 504);
+    slow.release();
+    // Slower than the route's 0.2 s, well within the upstream's 30 s.
+    slow.set_mode(Mode::Delay(Duration::from_millis(600)));
     assert_eq!(c.get("/default").expect("default").status, 200);
 }
 

@@ -361,3 +361,37 @@ fn reason(status: u16) -> &'static str {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("")
 }
+
+/// A port on 127.0.0.1 that refuses connections for as long as this value lives: a socket
+/// bound to it that never listens. Unlike a released [`crate::free_port`], the port cannot be
+/// handed to another socket meanwhile (another test's backend or proxy binding an ephemeral
+/// port), so a dead node stays dead for the whole test.
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl RefusedPort {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Backend {
+    /// A dead node: an address that refuses connections until the returned value is dropped.
+    pub fn refused() -> RefusedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("bind a refused port");
+        let addr = socket.local_addr().expect("local addr");
+        RefusedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
