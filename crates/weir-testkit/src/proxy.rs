@@ -54,10 +54,33 @@ impl TestProxy {
         plugins: &[&str],
         make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
     ) -> TestProxy {
+        Self::start_full(yaml, plugins, Vec::new(), make)
+    }
+
+    /// As [`start`](Self::start), with discovery registries of the test's own registered by
+    /// name next to the built-ins (`discovery_type: <name>` is then valid).
+    pub fn start_with_registries(
+        yaml: &str,
+        registries: Vec<(&str, Arc<dyn weir_discovery::Registry>)>,
+    ) -> TestProxy {
+        Self::start_full(yaml, &[], registries, WeirProxy::new)
+    }
+
+    fn start_full(
+        yaml: &str,
+        plugins: &[&str],
+        extra: Vec<(&str, Arc<dyn weir_discovery::Registry>)>,
+        make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
+    ) -> TestProxy {
         // Proxy logs go to the test's captured output (shown for failing tests); `RUST_LOG`
         // sets the level, errors only by default.
         let _ = env_logger::builder().is_test(true).try_init();
-        let mut cfg = match weir_config::parse_yaml_with_plugins(yaml, plugins) {
+        let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
+        let ext = weir_config::Extensions {
+            plugins,
+            discovery: &names,
+        };
+        let mut cfg = match weir_config::parse_yaml_ext(yaml, &ext) {
             Ok(l) => l.config,
             Err(e) => panic!("test config invalid:\n{e}"),
         };
@@ -82,7 +105,11 @@ impl TestProxy {
         let _ = std::fs::create_dir_all(&dir);
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
         cfg.server.upgrade_sock = dir.join("upgrade.sock").display().to_string();
-        let registries = Arc::new(weir_proxy::discovery::registries(&cfg.discovery));
+        let mut registries = weir_proxy::discovery::registries(&cfg.discovery);
+        for (name, r) in extra {
+            registries.register(name, r);
+        }
+        let registries = Arc::new(registries);
         let handle = SnapshotHandle::with_discovery(&cfg.resources, registries);
         let finished = Arc::new(AtomicU64::new(0));
         let weir = make(Arc::clone(&handle)).with_hook(Arc::new(Finished(Arc::clone(&finished))));
@@ -158,7 +185,12 @@ impl TestProxy {
 
     /// Validate `yaml` and swap its resources in.
     pub fn apply(&self, yaml: &str) {
-        match weir_config::parse_yaml(yaml) {
+        let names: Vec<&str> = self.handle.registries().names().collect();
+        let ext = weir_config::Extensions {
+            plugins: &[],
+            discovery: &names,
+        };
+        match weir_config::parse_yaml_ext(yaml, &ext) {
             Ok(l) => self.handle.apply(&l.config.resources),
             Err(e) => panic!("test config invalid:\n{e}"),
         }
