@@ -116,6 +116,26 @@ fn str_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A list of regular expressions, each matched against a whole namespace name.
+fn regex_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
+    o.take(k)
+        .and_then(|(v, p)| {
+            reader::list(v, &p, cx, 0, |x, xp, cx| {
+                let s = reader::string(x, xp, cx)?;
+                match regex::Regex::new(&format!("^(?:{s})$")) {
+                    Ok(_) => Some(s.to_owned()),
+                    Err(e) => {
+                        let first = e.to_string();
+                        let why = first.lines().last().unwrap_or("invalid").trim();
+                        cx.err(xp, format!("not a valid regular expression ({why}), got {s:?}"));
+                        None
+                    }
+                }
+            })
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortType {
@@ -576,13 +596,13 @@ fn parse_kubernetes(mut o: Obj<'_>, cx: &mut Cx, multi: bool) -> Option<Kubernet
         if let Some(s) = ns.str(cx, "not_equal") {
             chosen.push(NamespaceSelector::NotEqual(s.to_owned()));
         }
-        let match_list = ns.has("match").then(|| str_list(&mut ns, cx, "match"));
+        let match_list = ns.has("match").then(|| regex_list(&mut ns, cx, "match"));
         if let Some(l) = match_list {
             chosen.push(NamespaceSelector::Match(l));
         }
         let not_match = ns
             .has("not_match")
-            .then(|| str_list(&mut ns, cx, "not_match"));
+            .then(|| regex_list(&mut ns, cx, "not_match"));
         if let Some(l) = not_match {
             chosen.push(NamespaceSelector::NotMatch(l));
         }

@@ -142,16 +142,9 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(text, ..) => {
-                if !self.node_starts(mark, Some(&text)) {
-                    self.value_ends();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.node_starts(mark, None) {
-                    self.value_ends();
-                }
-            }
+            Event::Scalar(text, ..) if !self.node_starts(mark, Some(&text)) => self.value_ends(),
+            Event::Alias(_) if !self.node_starts(mark, None) => self.value_ends(),
+            Event::Scalar(..) | Event::Alias(_) => {}
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 // A container used as a mapping key is consumed as an unnamed key; its
                 // contents are skipped by tracking it as an ordinary frame under "?".

@@ -35,13 +35,15 @@
 //! HTTP than through kube's own runtime; `k8s-openapi` would also add a large build for the two
 //! object kinds read here.
 
+mod mapping;
 mod parse;
 mod watch;
 
 use crate::feed::Feed;
 use crate::registry::Registry;
 use async_trait::async_trait;
-use parse::{Kind, Mapper, NsFilter};
+use mapping::{Mapper, NsFilter};
+use parse::Kind;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use watch::{ClusterLoop, Sink};

@@ -236,7 +236,7 @@ impl<'a> Watcher<'a> {
                     }
                 }
                 Err(e) => {
-                    self.feed.failed(format!("{}: {e}", self.base()));
+                    self.feed.failed(e);
                     let delay = self.backoff.next_delay();
                     self.server = (self.server + 1) % self.cfg.servers.len();
                     tokio::time::sleep(delay).await;
@@ -322,8 +322,12 @@ impl<'a> Watcher<'a> {
             timeout += w + w / 16;
         }
         let r = self.get(url, timeout).await?;
-        parse::parse_index(r.header("x-consul-index"))
-            .ok_or_else(|| format!("{path}: no valid X-Consul-Index in the answer"))
+        parse::parse_index(r.header("x-consul-index")).ok_or_else(|| {
+            format!(
+                "{}{path}: no valid X-Consul-Index in the answer",
+                self.base()
+            )
+        })
     }
 
     /// Step 3: the service list and every service's passing instances.
@@ -334,7 +338,8 @@ impl<'a> Watcher<'a> {
             self.get(self.url("/v1/health/state/any")?, t),
         );
         let (c, h) = (c?, h?);
-        let names = parse::parse_services(&c.body, &self.cfg.skip_services)?;
+        let names = parse::parse_services(&c.body, &self.cfg.skip_services)
+            .map_err(|e| format!("{}/v1/catalog/services: {e}", self.base()))?;
         let previous = self.feed.catalog();
         let mut f = Fetched {
             services: HashMap::new(),
@@ -368,8 +373,10 @@ impl<'a> Watcher<'a> {
             .pop_if_empty()
             .push(name);
         url.query_pairs_mut().append_pair("passing", "true");
+        let shown = http::shown(&url);
         let r = self.get(url, self.cfg.read_timeout).await?;
         parse::parse_health(&r.body, name, self.cfg.weight, self.cfg.sort_type)
+            .map_err(|e| format!("GET {shown}: {e}"))
     }
 
     fn url(&self, path: &str) -> Result<Url, String> {

@@ -15,7 +15,8 @@ use std::net::IpAddr;
 /// The result of resolving one service name.
 #[derive(Debug)]
 pub struct Resolved {
-    /// The nodes and the TTL (seconds) they are good for; or why the name keeps what it had.
+    /// The nodes and the TTL (seconds) they are good for; or why the name keeps what it had
+    /// (without the name: the caller says which service it is about).
     pub result: Result<(Vec<Node>, u32), String>,
     /// SRV names: the addresses of each target of the answer (a target whose own lookup
     /// failed keeps the addresses it had), for the next resolution.
@@ -57,8 +58,8 @@ pub async fn resolve(
             Outcome::Found(addrs, ttl) => {
                 Resolved::ok(records::address_nodes(&addrs, *port, weight), ttl)
             }
-            Outcome::Empty => Resolved::failed(format!("{host}: no A or AAAA records")),
-            Outcome::Failed(e) => Resolved::failed(format!("{host}: {e}")),
+            Outcome::Empty => Resolved::failed("no A or AAAA records"),
+            Outcome::Failed(e) => Resolved::failed(e),
         },
         Target::Srv(name) => resolve_srv(r, name, known).await,
     }
@@ -71,11 +72,11 @@ async fn resolve_srv(
 ) -> Resolved {
     let (srvs, mut ttl) = match srv_records(r, name).await {
         Outcome::Found(v, ttl) => (records::usable_srvs(name, v), ttl),
-        Outcome::Empty => return Resolved::failed(format!("{name}: no SRV records")),
-        Outcome::Failed(e) => return Resolved::failed(format!("{name}: SRV: {e}")),
+        Outcome::Empty => return Resolved::failed("no SRV records"),
+        Outcome::Failed(e) => return Resolved::failed(format!("SRV: {e}")),
     };
     if srvs.is_empty() {
-        return Resolved::failed(format!("{name}: no usable SRV records"));
+        return Resolved::failed("no usable SRV records");
     }
     let mut names: Vec<&str> = srvs.iter().map(|s| s.target.as_str()).collect();
     names.sort_unstable();
@@ -97,10 +98,10 @@ async fn resolve_srv(
                 };
                 match known.get(*t) {
                     Some(old) => {
-                        partial.push(format!("{name}: target {t}: {why}; keeping its addresses"));
+                        partial.push(format!("target {t}: {why}; keeping its addresses"));
                         targets.insert((*t).to_owned(), old.clone());
                     }
-                    None => partial.push(format!("{name}: target {t}: {why}")),
+                    None => partial.push(format!("target {t}: {why}")),
                 }
             }
         }
@@ -108,7 +109,7 @@ async fn resolve_srv(
     let nodes = records::srv_nodes(&srvs, &targets);
     if nodes.is_empty() {
         return Resolved::failed(format!(
-            "{name}: no SRV target has an address ({})",
+            "no SRV target has an address ({})",
             partial.join("; ")
         ));
     }

@@ -147,22 +147,27 @@ impl Scheduler {
         self.applied = Some(wanted);
     }
 
-    /// Start the names that are due, up to [`MAX_IN_FLIGHT`] running.
+    /// Start the names that are due, the longest overdue first, up to [`MAX_IN_FLIGHT`]
+    /// running.
     fn start_due(&mut self, running: &mut Running) {
         let now = Instant::now();
+        let mut due: Vec<(Instant, String)> = self
+            .names
+            .iter()
+            .filter_map(|(k, e)| e.due.filter(|d| *d <= now).map(|d| (d, k.clone())))
+            .collect();
+        due.sort_unstable();
+        due.truncate(MAX_IN_FLIGHT.saturating_sub(running.len()));
         // A whole resolution (SRV, then its targets; each query tried twice) is bounded.
         let limit = self.config.timeout.saturating_mul(6) + Duration::from_secs(1);
         let weight = self.config.default_weight;
-        for (key, e) in &mut self.names {
-            if running.len() >= MAX_IN_FLIGHT {
-                return;
-            }
+        for (_, key) in due {
+            let Some(e) = self.names.get_mut(&key) else {
+                continue;
+            };
             let Some(target) = e.target.clone() else {
                 continue;
             };
-            if !e.due.is_some_and(|d| d <= now) {
-                continue;
-            }
             e.due = None;
             let (r, known, key, generation) = (
                 self.resolver.clone(),
@@ -174,7 +179,7 @@ impl Scheduler {
                 let res =
                     tokio::time::timeout(limit, resolve::resolve(&r, &target, weight, &known))
                         .await
-                        .unwrap_or_else(|_| Resolved::failed(format!("{key}: timed out")));
+                        .unwrap_or_else(|_| Resolved::failed("timed out"));
                 (key, generation, res)
             }));
         }
@@ -212,13 +217,13 @@ impl Scheduler {
                     log::info!("discovery dns: {key}: {count} node(s)");
                 }
                 if !r.partial.is_empty() {
-                    feed.failed(r.partial.join("; "));
+                    feed.failed(format!("{key}: {}", r.partial.join("; ")));
                 }
             }
             Err(why) => {
                 e.failures = e.failures.saturating_add(1);
                 e.due = Some(Instant::now() + records::retry_after(e.failures, min, max));
-                feed.failed(why);
+                feed.failed(format!("{key}: {why}"));
             }
         }
     }

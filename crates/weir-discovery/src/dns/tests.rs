@@ -21,6 +21,8 @@ struct Server {
     zone: Arc<Mutex<Zone>>,
     servfail: Arc<AtomicBool>,
     queries: Arc<AtomicU64>,
+    /// Queries by name (lower case, no trailing dot).
+    asked: Arc<Mutex<HashMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -37,7 +39,13 @@ impl Server {
         let zone = Arc::new(Mutex::new(Zone::new()));
         let servfail = Arc::new(AtomicBool::new(false));
         let queries = Arc::new(AtomicU64::new(0));
-        let (z, f, q) = (zone.clone(), servfail.clone(), queries.clone());
+        let asked = Arc::new(Mutex::new(HashMap::new()));
+        let (z, f, q, by) = (
+            zone.clone(),
+            servfail.clone(),
+            queries.clone(),
+            asked.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 4096];
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
@@ -45,6 +53,12 @@ impl Server {
                     continue;
                 };
                 q.fetch_add(1, Ordering::SeqCst);
+                if let Some(query) = req.queries.first() {
+                    *by.lock()
+                        .expect("asked")
+                        .entry(key(&query.name.to_ascii()))
+                        .or_insert(0) += 1;
+                }
                 let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
                 resp.metadata.message_type = MessageType::Response;
                 resp.metadata.authoritative = true;
@@ -81,6 +95,7 @@ impl Server {
             zone,
             servfail,
             queries,
+            asked,
             task,
         }
     }
@@ -122,6 +137,15 @@ impl Server {
 
     fn queries(&self) -> u64 {
         self.queries.load(Ordering::SeqCst)
+    }
+
+    fn asked(&self, name: &str) -> u64 {
+        self.asked
+            .lock()
+            .expect("asked")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -221,7 +245,7 @@ async fn re_resolves_when_the_clamped_ttl_expires() {
 async fn failures_and_empty_answers_keep_the_last_good_nodes() {
     let s = Server::start().await;
     s.set_a("keep.test", &["10.0.0.1"], 1);
-    let (feed, task) = start(config(&s, 1, 1), &["keep.test:80", "never.test:80"]);
+    let (feed, task) = start(config(&s, 1, 1), &["keep.test:80"]);
     eventually("first answer", || nodes(&feed, "keep.test:80").is_some()).await;
     let good = nodes(&feed, "keep.test:80");
 
@@ -239,11 +263,6 @@ async fn failures_and_empty_answers_keep_the_last_good_nodes() {
     let before = s.queries();
     eventually("an empty re-resolution", || s.queries() >= before + 4).await;
     assert_eq!(nodes(&feed, "keep.test:80"), good);
-    assert_eq!(
-        nodes(&feed, "never.test:80"),
-        None,
-        "never resolved: no entry"
-    );
 
     // The name comes back with another address: the change is applied.
     s.set_a("keep.test", &["10.0.0.5"], 1);
@@ -341,6 +360,48 @@ async fn an_srv_target_that_fails_keeps_its_addresses() {
         nodes(&feed, srv).is_some_and(|v| v.len() == 2)
     })
     .await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn resolves_more_names_than_run_at_once() {
+    let s = Server::start().await;
+    let names: Vec<String> = (0..3 * scheduler::MAX_IN_FLIGHT)
+        .map(|i| format!("n{i}.test:80"))
+        .collect();
+    for (i, _) in names.iter().enumerate() {
+        s.set_a(&format!("n{i}.test"), &[&format!("10.0.0.{}", i + 1)], 300);
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (feed, task) = start(config(&s, 1, 3600), &refs);
+    eventually("every name", || {
+        feed.catalog().services.len() == names.len()
+    })
+    .await;
+    assert_eq!(
+        nodes(&feed, "n3.test:80"),
+        Some(vec![n("10.0.0.4", 80, 7, 0)])
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn invalid_and_unknown_names_have_no_entry_and_the_others_resolve() {
+    let s = Server::start().await;
+    s.set_a("ok.test", &["10.0.0.1"], 300);
+    let wanted = ["bad name:80", "never.test:80", "ok.test:80"];
+    let (feed, task) = start(config(&s, 1, 3600), &wanted);
+    eventually("ok.test resolved, never.test asked", || {
+        nodes(&feed, "ok.test:80").is_some() && s.asked("never.test") >= 2
+    })
+    .await;
+    assert_eq!(feed.catalog().services.len(), 1, "never resolved: no entry");
+    assert_eq!(s.asked("ok.test"), 2);
+    assert_eq!(
+        s.queries(),
+        s.asked("ok.test") + s.asked("never.test"),
+        "nothing asked for the invalid name"
+    );
     task.abort();
 }
 

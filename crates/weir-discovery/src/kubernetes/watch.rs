@@ -6,7 +6,8 @@
 //! feed, then retried after a backoff delay (1, 2, 4 … s, capped at 40 s). The token is read
 //! again for every request and never written anywhere but the `Authorization` header.
 
-use super::parse::{self, Event, Lines, Mapper, Next, Object, ObjectKey, WatchEnd};
+use super::mapping::{self, Mapper, Object, ObjectKey};
+use super::parse::{self, Event, Lines, Next, WatchEnd};
 use super::KubernetesCluster;
 use crate::{Backoff, Feed, Node};
 use futures_util::StreamExt;
@@ -106,7 +107,12 @@ impl ClusterLoop {
             // A complete list replaces everything this cluster had.
             let (mut objects, mut rv) = match self.list(&client).await {
                 Ok((objects, rv)) => {
-                    sink.publish(self.slot, parse::build_services(&objects, self.id()));
+                    log::debug!(
+                        "discovery {}: listed {} objects at resourceVersion {rv}",
+                        self.label,
+                        objects.len()
+                    );
+                    sink.publish(self.slot, mapping::build_services(&objects, self.id()));
                     (objects, rv)
                 }
                 Err(e) => {
@@ -118,8 +124,11 @@ impl ClusterLoop {
             let mut last_watch: Option<Instant> = None;
             for watches in 1.. {
                 pace(&mut last_watch, WATCH_GAP).await;
-                let (end, events) = self.watch(&client, &mut objects, &mut rv, &sink).await;
-                if events > 0 {
+                let (end, established) = self.watch(&client, &mut objects, &mut rv, &sink).await;
+                // The API server answers lists and watches again: the next failure starts
+                // the delays over. (A list alone does not: a server that lists but refuses
+                // every watch is not retried every second.)
+                if established {
                     backoff.reset();
                 }
                 match parse::next_step(&end, watches) {
@@ -204,39 +213,38 @@ impl ClusterLoop {
     }
 
     /// One watch from `rv`: applies its events to `objects` and publishes after every chunk that
-    /// changed something. Returns how it ended and how many events it delivered.
+    /// changed something. Returns how it ended and whether the server accepted it (2xx).
     async fn watch(
         &self,
         client: &Client,
         objects: &mut BTreeMap<ObjectKey, Object>,
         rv: &mut String,
         sink: &Sink,
-    ) -> (WatchEnd, usize) {
+    ) -> (WatchEnd, bool) {
         let secs = parse::watch_timeout(fastrand::u64(9..=999));
         let url = match parse::watch_url(&self.cfg.base_url, &self.mapper, rv, secs) {
             Ok(u) => u,
-            Err(e) => return (WatchEnd::Failed(e), 0),
+            Err(e) => return (WatchEnd::Failed(e), false),
         };
         let resp = match self.get(client, &url).await {
             Ok(r) => r,
-            Err(Failure::Gone) => return (WatchEnd::Expired, 0),
-            Err(Failure::Other(e)) => return (WatchEnd::Failed(e), 0),
+            Err(Failure::Gone) => return (WatchEnd::Expired, false),
+            Err(Failure::Other(e)) => return (WatchEnd::Failed(e), false),
         };
         let deadline = Instant::now() + Duration::from_secs(secs) + WATCH_SLACK;
         let mut stream = resp.bytes_stream();
         let mut lines = Lines::default();
-        let mut events = 0;
         loop {
             let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => return (WatchEnd::Closed, events),
+                Err(_) => return (WatchEnd::Closed, true),
                 Ok(None) => None,
-                Ok(Some(Err(e))) => return (WatchEnd::Failed(error_text(&e)), events),
+                Ok(Some(Err(e))) => return (WatchEnd::Failed(error_text(&e)), true),
                 Ok(Some(Ok(c))) => Some(c),
             };
             let batch = match &chunk {
                 Some(c) => match lines.push(c) {
                     Ok(b) => b,
-                    Err(e) => return (WatchEnd::Failed(e), events),
+                    Err(e) => return (WatchEnd::Failed(e), true),
                 },
                 None => lines.finish().into_iter().collect(),
             };
@@ -244,10 +252,7 @@ impl ClusterLoop {
             let mut end = None;
             for line in &batch {
                 match self.apply(line, objects, rv) {
-                    Ok(c) => {
-                        events += 1;
-                        changed |= c;
-                    }
+                    Ok(c) => changed |= c,
                     Err(e) => {
                         end = Some(e);
                         break;
@@ -255,13 +260,13 @@ impl ClusterLoop {
                 }
             }
             if changed {
-                sink.publish(self.slot, parse::build_services(objects, self.id()));
+                sink.publish(self.slot, mapping::build_services(objects, self.id()));
             }
             if let Some(e) = end {
-                return (e, events);
+                return (e, true);
             }
             if chunk.is_none() {
-                return (WatchEnd::Closed, events);
+                return (WatchEnd::Closed, true);
             }
         }
     }
@@ -364,8 +369,9 @@ fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 /// The path of `url` without the query, for messages.
 fn path_of(url: &str) -> &str {
     let start = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let path = url[start..]
-        .find('/')
+    let path = url
+        .get(start..)
+        .and_then(|rest| rest.find('/'))
         .map(|i| start + i)
         .unwrap_or(url.len());
     let end = url.find('?').unwrap_or(url.len());

@@ -167,6 +167,7 @@ impl Nacos {
         if targets.is_empty() {
             return;
         }
+        log::debug!("discovery nacos: fetching {} services", targets.len());
         let out = match self.fetch(client, targets).await {
             Ok(out) => out,
             Err(e) => return feed.failed(e),
@@ -202,6 +203,10 @@ impl Nacos {
         }
         let mut errors = Vec::new();
         if !new.is_empty() {
+            log::debug!(
+                "discovery nacos: fetching {} newly referenced services",
+                new.len()
+            );
             match self.fetch(client, new).await {
                 Ok(out) => {
                     for (t, r) in out {
@@ -245,22 +250,24 @@ impl Registry for Nacos {
             }
             tokio::time::sleep(self.cfg.fetch_interval).await;
         };
-        let mut known = BTreeSet::new();
-        let mut next = Instant::now();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {
-                    next = Instant::now() + self.cfg.fetch_interval;
-                    known = targets(&feed.wanted());
-                    let all: Vec<Target> = known.iter().cloned().collect();
-                    self.cycle(&mut client, &feed, &all).await;
-                }
-                _ = feed.wanted_changed() => {
-                    let now = targets(&feed.wanted());
-                    let new: Vec<Target> = now.difference(&known).cloned().collect();
-                    let gone: Vec<Target> = known.difference(&now).cloned().collect();
-                    known = now;
-                    self.refresh(&mut client, &feed, &new, &gone).await;
+            // A full cycle: everything referenced now.
+            let mut known = targets(&feed.wanted());
+            let all: Vec<Target> = known.iter().cloned().collect();
+            self.cycle(&mut client, &feed, &all).await;
+            // Until the next one, fetch what becomes referenced at once.
+            let next = Instant::now() + self.cfg.fetch_interval;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep_until(next) => break,
+                    _ = feed.wanted_changed() => {
+                        let now = targets(&feed.wanted());
+                        let new: Vec<Target> = now.difference(&known).cloned().collect();
+                        let gone: Vec<Target> = known.difference(&now).cloned().collect();
+                        known = now;
+                        self.refresh(&mut client, &feed, &new, &gone).await;
+                    }
                 }
             }
         }

@@ -1,0 +1,196 @@
+//! Helpers of the Kubernetes end-to-end tests: token files, configurations, request loops.
+
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use weir_testkit::fake_kubernetes::{subset, FakeKubernetes};
+use weir_testkit::{wait_for, Backend, TestProxy};
+
+pub(crate) const LOCAL: &str = "127.0.0.1";
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
+
+/// A token file of its own, removed at drop.
+pub(crate) struct TokenFile(PathBuf);
+
+impl TokenFile {
+    pub(crate) fn new(token: &str) -> TokenFile {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "weir-k8s-token-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let f = TokenFile(path);
+        f.write(token);
+        f
+    }
+
+    /// Replace the token as the kubelet does: a new file renamed over the old one.
+    pub(crate) fn write(&self, token: &str) {
+        let tmp = self.0.with_extension("new");
+        std::fs::write(&tmp, format!("{token}\n")).expect("write token");
+        std::fs::rename(&tmp, &self.0).expect("rename token");
+    }
+
+    pub(crate) fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// One cluster's `discovery.kubernetes` entry (flow style), with `extra` keys.
+pub(crate) fn cluster(k: &FakeKubernetes, token: &TokenFile, extra: &str) -> String {
+    format!(
+        "{{service: {{schema: http, host: \"{}\", port: \"{}\"}}, client: {{token_file: \"{}\"}}{}{extra}}}",
+        k.host(),
+        k.port(),
+        token.path(),
+        if extra.is_empty() { "" } else { ", " }
+    )
+}
+
+/// A configuration with the control API and one route per `(path, service_name)`.
+pub(crate) fn config(discovery: &str, routes: &[(&str, &str)]) -> String {
+    let mut y = format!(
+        "control: {{listen: \"127.0.0.1:1\"}}\ndiscovery:\n  kubernetes: {discovery}\nroutes:\n"
+    );
+    for (i, (path, service)) in routes.iter().enumerate() {
+        y.push_str(&format!(
+            "  - {{id: r{i}, uri: \"{path}\", upstream: {{service_name: \"{service}\", discovery_type: kubernetes}}}}\n"
+        ));
+    }
+    y
+}
+
+/// The bodies of `n` requests to `path`, or `None` if one was not a 200.
+pub(crate) fn bodies(p: &TestProxy, path: &str, n: usize) -> Option<Vec<String>> {
+    let mut c = p.client();
+    (0..n)
+        .map(|_| c.get(path).ok().filter(|r| r.status == 200).map(|r| r.body))
+        .collect()
+}
+
+/// Whether `path` is served by exactly the backends `want` (round robin over equal weights
+/// reaches each of them in `want.len()` requests); an empty `want` means 503.
+pub(crate) fn serves(p: &TestProxy, path: &str, want: &[&str]) -> bool {
+    if want.is_empty() {
+        let mut c = p.client();
+        return c.get(path).map(|r| r.status == 503).unwrap_or(false);
+    }
+    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    bodies(p, path, want.len() * 2)
+        .map(|b| b.into_iter().collect::<BTreeSet<_>>() == want)
+        .unwrap_or(false)
+}
+
+pub(crate) fn wait_serves(p: &TestProxy, path: &str, want: &[&str]) {
+    let ok = wait_for(WAIT, || serves(p, path, want).then_some(()));
+    assert!(
+        ok.is_some(),
+        "{path} is not served by {want:?} within {WAIT:?}"
+    );
+}
+
+/// The registry's control API dump.
+pub(crate) fn dump(p: &TestProxy) -> Value {
+    let (status, body) = p.control_get("/v1/discovery/kubernetes/dump");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+pub(crate) fn wait_error(p: &TestProxy, contains: &str) -> String {
+    let e = wait_for(WAIT, || {
+        dump(p)["last_error"]
+            .as_str()
+            .filter(|e| e.contains(contains))
+            .map(str::to_owned)
+    });
+    e.unwrap_or_else(|| {
+        panic!(
+            "no last_error with {contains:?} within {WAIT:?}: {}",
+            dump(p)
+        )
+    })
+}
+
+/// A client sending requests to `path` in a loop until stopped, counting what was not a 200.
+pub(crate) struct Steady {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl Steady {
+    pub(crate) fn start(p: &TestProxy, path: &str) -> Steady {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, mut c, path) = (Arc::clone(&stop), p.client(), path.to_owned());
+        let thread = std::thread::spawn(move || {
+            let (mut ok, mut bad) = (0, Vec::new());
+            let end = Instant::now() + Duration::from_secs(120);
+            for _ in 0..200_000 {
+                if s.load(Ordering::SeqCst) || Instant::now() > end {
+                    break;
+                }
+                match c.get(&path) {
+                    Ok(r) if r.status == 200 => ok += 1,
+                    Ok(r) => bad.push(format!("{} {}", r.status, r.body)),
+                    Err(e) => bad.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (ok, bad)
+        });
+        Steady {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; assert that every request succeeded and that there were some.
+    pub(crate) fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let (ok, bad) = self
+            .thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("steady thread");
+        assert!(
+            bad.is_empty(),
+            "{} failed requests (of {}): {:?}",
+            bad.len(),
+            ok + bad.len() as u64,
+            &bad[..bad.len().min(5)]
+        );
+        assert!(ok > 0, "no request was made");
+        ok
+    }
+}
+
+impl Drop for Steady {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+pub(crate) fn one_port(name: Option<&str>, port: u16) -> Value {
+    json!([subset(&[LOCAL], &[], &[(name, port)])])
+}
+
+/// Subsets that put each backend under port name `name`.
+pub(crate) fn named(name: &str, backends: &[&Backend]) -> Value {
+    Value::Array(
+        backends
+            .iter()
+            .map(|b| subset(&[LOCAL], &[], &[(Some(name), b.port())]))
+            .collect(),
+    )
+}
