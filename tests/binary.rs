@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weir_testkit::{free_port, wait_for, Backend, Client, Mode};
+use weir_testkit::{reserve_port, wait_for, Backend, Client, Mode};
 
 struct Weir {
     child: Child,
@@ -88,7 +88,8 @@ fn serves_and_reloads_when_the_file_changes() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let d = dir("watch");
     let conf = d.join("weir.yaml");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     write(&conf, &config(&d, port, &a, true));
     let w = Weir::start(&conf, port);
     assert_eq!(w.get(), (200, "a".into()));
@@ -123,7 +124,8 @@ fn sighup_reloads_and_sigterm_exits() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let d = dir("hup");
     let conf = d.join("weir.yaml");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     write(&conf, &config(&d, port, &a, false));
     let mut w = Weir::start(&conf, port);
     assert_eq!(w.get(), (200, "a".into()));
@@ -155,7 +157,8 @@ fn sigterm_with_nothing_in_flight_exits_without_waiting_the_grace_period() {
     let a = Backend::start("a");
     let d = dir("term-idle");
     let conf = d.join("weir.yaml");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 60));
     let mut w = Weir::start(&conf, port);
     // An idle keepalive client connection does not hold the shutdown up.
@@ -183,7 +186,8 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     a.set_mode(Mode::Hold);
     let d = dir("term-busy");
     let conf = d.join("weir.yaml");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 60));
     let mut w = Weir::start(&conf, port);
     let client = std::thread::spawn(move || {
@@ -236,7 +240,8 @@ fn sigterm_stops_at_the_end_of_the_grace_period_when_a_request_outlives_it() {
     a.set_mode(Mode::Hold);
     let d = dir("term-grace");
     let conf = d.join("weir.yaml");
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 1));
     let mut w = Weir::start(&conf, port);
     let client = std::thread::spawn(move || {

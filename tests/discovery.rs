@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_discovery::{Feed, Node, Registry};
-use weir_testkit::{free_port, wait_for, Backend, Client, TestProxy};
+use weir_testkit::{wait_for, Backend, Client, RefusedPort, TestProxy};
 
 /// A registry whose catalog the test sets. It publishes `initial` when it starts.
 struct Manual {
@@ -62,8 +62,11 @@ fn node(b: &Backend) -> Node {
     Node::new("127.0.0.1", b.port(), 1, 0)
 }
 
-fn dead_node() -> Node {
-    Node::new("127.0.0.1", free_port(), 1, 0)
+/// A node that refuses connections while the returned port is held.
+fn dead_node() -> (RefusedPort, Node) {
+    let port = Backend::refused();
+    let node = Node::new("127.0.0.1", port.addr().port(), 1, 0);
+    (port, node)
 }
 
 fn route(extra: &str) -> String {
@@ -147,12 +150,21 @@ fn weights_of_discovered_nodes_are_respected() {
 #[test]
 fn the_default_retries_follow_the_discovered_count() {
     let a = Backend::start("a");
-    let m = Manual::new(&[("web", vec![dead_node(), node(&a)])]);
+    let dead: Vec<(RefusedPort, Node)> = (0..3).map(|_| dead_node()).collect();
+    let m = Manual::new(&[("web", vec![dead[0].1.clone(), node(&a)])]);
     let p = start(&m, "");
     let mut c = p.client();
     assert_eq!(c.get("/").expect("request").status, 200);
     // Three dead nodes ahead of the live one: only `retries: 3` (the new count - 1) reaches it.
-    m.publish(&[("web", vec![dead_node(), dead_node(), dead_node(), node(&a)])]);
+    m.publish(&[(
+        "web",
+        vec![
+            dead[0].1.clone(),
+            dead[1].1.clone(),
+            dead[2].1.clone(),
+            node(&a),
+        ],
+    )]);
     let applied = wait_for(Duration::from_secs(10), || {
         let snap = p.handle.load();
         (snap.upstreams.get("upstreams/web")?.nodes.len() == 4).then_some(())
@@ -194,7 +206,7 @@ fn the_chash_ring_is_rebuilt_and_moves_only_the_new_nodes_keys() {
 #[test]
 fn discovered_nodes_are_health_checked_and_keep_their_state() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let dead = dead_node();
+    let (_refused, dead) = dead_node();
     let dead_port = dead.port;
     let m = Manual::new(&[("web", vec![node(&a), dead.clone()])]);
     let p = start(

@@ -5,12 +5,9 @@
 //! second; every wait polls with a deadline.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_testkit::dns_server::{DnsMode, DnsServer};
-use weir_testkit::{wait_for, Backend, TestProxy};
+use weir_testkit::{wait_for, Backend, RequestStream, TestProxy};
 
 /// A `discovery.dns` block for `dns` (TTLs of one second, 300 ms per query), the control API,
 /// and `rest` (routes, upstreams).
@@ -89,38 +86,9 @@ fn wait_for_error(p: &TestProxy, set: bool) {
     );
 }
 
-/// Requests sent in a loop by a thread until stopped (at most 100 000 or 120 s).
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<(u64, Vec<String>)>,
-}
-
-impl Traffic {
-    fn start(p: &TestProxy) -> Traffic {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = Arc::clone(&stop);
-        let mut c = p.client();
-        c.timeout = Duration::from_secs(10);
-        let thread = std::thread::spawn(move || {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            let end = Instant::now() + Duration::from_secs(120);
-            while !s.load(Ordering::SeqCst) && ok < 100_000 && Instant::now() < end {
-                match c.get("/") {
-                    Ok(r) if r.status == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (ok, failed)
-        });
-        Traffic { stop, thread }
-    }
-
-    /// Stop; the successful count and every failure.
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("traffic thread")
-    }
+/// A steady request stream through `p` (the testkit's).
+fn traffic(p: &TestProxy) -> RequestStream {
+    RequestStream::start(p.addr, "/", None)
 }
 
 #[test]
@@ -190,7 +158,7 @@ fn a_failing_name_server_keeps_the_addresses_with_zero_failed_requests() {
     let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
     wait_for_body(&p, "a");
     wait_for_error(&p, false);
-    let traffic = Traffic::start(&p);
+    let traffic = traffic(&p);
     for mode in [
         DnsMode::ServFail,
         DnsMode::Drop,
@@ -226,7 +194,7 @@ fn an_empty_answer_keeps_the_addresses() {
     dns.set_a("api.test", &["127.0.0.1"], 1);
     let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
     wait_for_body(&p, "a");
-    let traffic = Traffic::start(&p);
+    let traffic = traffic(&p);
     dns.remove("api.test");
     wait_for_error(&p, true);
     let before = dns.queries_of("api.test", "A");
@@ -304,7 +272,7 @@ fn srv_priorities_fail_over_when_the_preferred_records_go_away() {
     wait_for_body(&p, "a");
     // The lower SRV priority value is preferred: the backup gets nothing.
     assert_eq!(count(&p, 10), counts(&[("a", 10)]));
-    let traffic = Traffic::start(&p);
+    let traffic = traffic(&p);
     dns.set_srv(srv, &[backup], 1);
     wait_for_body(&p, "b");
     assert_eq!(count(&p, 10), counts(&[("b", 10)]));

@@ -500,7 +500,7 @@ fn multi_cluster_services_are_keyed_by_cluster_id() {
     assert_eq!(keys, ["east/shop/cart:http", "west/shop/cart:http"]);
     assert_eq!(d["config"][0]["id"], "east");
     // A cluster that stops keeps its last nodes; the other goes on changing.
-    let steady = Steady::start(&p, "/west");
+    let steady = steady(&p, "/west");
     west.stop();
     east.put_endpoints("shop", "cart", named("http", &[&a, &c]));
     wait_serves(&p, "/east", &["a", "c"]);
@@ -510,7 +510,7 @@ fn multi_cluster_services_are_keyed_by_cluster_id() {
     west.put_endpoints("shop", "cart", named("http", &[&c]));
     west.restart();
     wait_serves(&p, "/west", &["c"]);
-    steady.finish();
+    finish(steady);
 }
 
 #[test]

@@ -8,14 +8,10 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir_testkit::fake_nacos::{instance, FakeNacos, Fault};
 use weir_testkit::grpc::{GrpcBackend, GrpcClient};
-use weir_testkit::{wait_for, Backend, Client, TestProxy};
+use weir_testkit::{wait_for, Backend, TestProxy};
 
 /// Long enough for a few fetch cycles on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -130,90 +126,8 @@ fn nodes(p: &TestProxy, key: &str) -> Option<Vec<(u64, u64)>> {
     })
 }
 
-/// A thread sending requests to `path` in a loop until stopped: counts every request and
-/// keeps every failure, and a body that must not be served (yet).
-struct Stream {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    forbidden: Arc<Mutex<Option<String>>>,
-    thread: Option<JoinHandle<Vec<String>>>,
-}
-
-impl Stream {
-    fn start(addr: SocketAddr, path: &str, forbidden: Option<&str>) -> Stream {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let forbidden = Arc::new(Mutex::new(forbidden.map(str::to_owned)));
-        let (st, se, fb, path) = (
-            Arc::clone(&stop),
-            Arc::clone(&sent),
-            Arc::clone(&forbidden),
-            path.to_owned(),
-        );
-        let thread = std::thread::spawn(move || {
-            let mut c = Client::new(addr);
-            c.timeout = Duration::from_secs(10);
-            let mut bad = Vec::new();
-            let end = Instant::now() + Duration::from_secs(300);
-            while !st.load(Ordering::SeqCst) && Instant::now() < end && bad.len() < 100 {
-                match c.get(&path) {
-                    Ok(r) if r.status == 200 => {
-                        if fb.lock().expect("lock").as_deref() == Some(r.body.as_str()) {
-                            bad.push(format!("served {:?} too early", r.body));
-                        }
-                    }
-                    Ok(r) => bad.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => bad.push(e.to_string()),
-                }
-                se.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            bad
-        });
-        Stream {
-            stop,
-            sent,
-            forbidden,
-            thread: Some(thread),
-        }
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-
-    /// Wait until `n` more requests were sent.
-    fn more(&self, n: u64) {
-        let target = self.sent() + n;
-        let ok = wait_for(SETTLE, || (self.sent() >= target).then_some(()));
-        assert!(ok.is_some(), "the stream stalled at {}", self.sent());
-    }
-
-    fn allow(&self) {
-        *self.forbidden.lock().expect("lock") = None;
-    }
-
-    /// Stop, and check that no request failed.
-    fn finish_clean(self) {
-        let (sent, bad) = self.finish();
-        assert!(
-            bad.is_empty(),
-            "{} of {sent} requests failed: {bad:?}",
-            bad.len()
-        );
-    }
-
-    /// Stop: the number of requests sent and every failure.
-    fn finish(mut self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        let bad = self
-            .thread
-            .take()
-            .map(|t| t.join().expect("stream thread"))
-            .unwrap_or_default();
-        (self.sent(), bad)
-    }
-}
+/// The shared request stream of the testkit.
+use weir_testkit::RequestStream as Stream;
 
 /// Wait until the fake has answered `n` more instance-list requests (fetch cycles ran).
 fn cycles(nacos: &FakeNacos, n: usize) {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use tonic::Code;
 use weir_testkit::grpc::{GrpcBackend, GrpcClient};
 use weir_testkit::pki::{yaml_block, TestCa};
-use weir_testkit::{free_port, TestProxy};
+use weir_testkit::TestProxy;
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -190,7 +190,8 @@ fn grpcs_to_an_ip_the_certificate_does_not_name_is_refused_on_every_call() {
 
 #[test]
 fn weirs_own_failures_are_unavailable_to_grpc_clients() {
-    let dead = format!("127.0.0.1:{}", free_port());
+    let refused = weir_testkit::Backend::refused();
+    let dead = refused.addr().to_string();
     let p = TestProxy::start(&format!(
         "routes:\n  - id: grpc\n    uri: /weir.test.Echo/*\n    upstream: {{scheme: grpc, nodes: {{\"{dead}\": 1}}}}\n"
     ));

@@ -47,14 +47,14 @@ fn a_rotated_token_file_is_read_for_every_request() {
     );
     assert_eq!(dump(&p)["last_error"], Value::Null);
     // The server moves to a token the file does not have yet: 401, the nodes stay.
-    let steady = Steady::start(&p, "/");
+    let steady = steady(&p, "/");
     k.set_token("three");
     k.close_watches();
     wait_error(&p, "HTTP 401");
     k.put_endpoints("shop", "cart", named("http", &[&c]));
     token.write("three");
     wait_serves(&p, "/", &["c"]);
-    steady.finish();
+    finish(steady);
     assert!(!dump(&p).to_string().contains("three"));
 }
 
@@ -74,7 +74,7 @@ fn survives(
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
-    let steady = Steady::start(&p, "/");
+    let steady = steady(&p, "/");
     fail(&k);
     let e = wait_error(&p, error);
     assert!(!e.contains("Bearer"), "{e}");
@@ -82,7 +82,7 @@ fn survives(
     assert!(bodies(&p, "/", 10).expect("200s").iter().all(|b| b == "a"));
     restore(&k);
     wait_serves(&p, "/", &["a", "b"]);
-    let ok = steady.finish();
+    let ok = finish(steady);
     assert!(ok > 10, "{ok} requests");
     let cleared = wait_for(WAIT, || dump(&p)["last_error"].is_null().then_some(()));
     assert!(
@@ -131,7 +131,7 @@ fn a_broken_watch_stream_relists_and_keeps_the_nodes() {
     ));
     wait_serves(&p, "/", &["a"]);
     assert!(wait_for(WAIT, || (k.open_watches() == 1).then_some(())).is_some());
-    let steady = Steady::start(&p, "/");
+    let steady = steady(&p, "/");
     // A line that is not JSON inside a healthy stream: the registry lists again (after its
     // backoff delay) and goes on.
     k.garbage_in_watches();
@@ -141,7 +141,7 @@ fn a_broken_watch_stream_relists_and_keeps_the_nodes() {
     );
     k.put_endpoints("shop", "cart", named("http", &[&a, &b]));
     wait_serves(&p, "/", &["a", "b"]);
-    steady.finish();
+    finish(steady);
 }
 
 #[test]

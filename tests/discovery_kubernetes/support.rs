@@ -3,12 +3,10 @@
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use weir_testkit::fake_kubernetes::{subset, FakeKubernetes};
-use weir_testkit::{wait_for, Backend, TestProxy};
+use weir_testkit::{wait_for, Backend, RequestStream, TestProxy};
 
 pub(crate) const LOCAL: &str = "127.0.0.1";
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
@@ -122,63 +120,15 @@ pub(crate) fn wait_error(p: &TestProxy, contains: &str) -> String {
     })
 }
 
-/// A client sending requests to `path` in a loop until stopped, counting what was not a 200.
-pub(crate) struct Steady {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(u64, Vec<String>)>>,
+/// A steady request stream through `p` (the testkit's), which [`finish`] checks.
+pub(crate) fn steady(p: &TestProxy, path: &str) -> RequestStream {
+    RequestStream::start(p.addr, path, None)
 }
 
-impl Steady {
-    pub(crate) fn start(p: &TestProxy, path: &str) -> Steady {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, mut c, path) = (Arc::clone(&stop), p.client(), path.to_owned());
-        let thread = std::thread::spawn(move || {
-            let (mut ok, mut bad) = (0, Vec::new());
-            let end = Instant::now() + Duration::from_secs(120);
-            for _ in 0..200_000 {
-                if s.load(Ordering::SeqCst) || Instant::now() > end {
-                    break;
-                }
-                match c.get(&path) {
-                    Ok(r) if r.status == 200 => ok += 1,
-                    Ok(r) => bad.push(format!("{} {}", r.status, r.body)),
-                    Err(e) => bad.push(e.to_string()),
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            (ok, bad)
-        });
-        Steady {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stop; assert that every request succeeded and that there were some.
-    pub(crate) fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        let (ok, bad) = self
-            .thread
-            .take()
-            .expect("running")
-            .join()
-            .expect("steady thread");
-        assert!(
-            bad.is_empty(),
-            "{} failed requests (of {}): {:?}",
-            bad.len(),
-            ok + bad.len() as u64,
-            &bad[..bad.len().min(5)]
-        );
-        assert!(ok > 0, "no request was made");
-        ok
-    }
-}
-
-impl Drop for Steady {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
+/// Stop `s` after it sent at least 10 more requests; assert that none failed.
+pub(crate) fn finish(s: RequestStream) -> u64 {
+    s.more(10);
+    s.finish_clean()
 }
 
 pub(crate) fn one_port(name: Option<&str>, port: u16) -> Value {

@@ -2,7 +2,6 @@
 //! upstreams are validated against (which registries exist).
 
 use crate::cert::Secret;
-use crate::error::show;
 use crate::path::Path;
 use crate::reader::{self, Cx, Obj};
 use serde::Serialize;
@@ -55,12 +54,26 @@ pub struct ServerUrl {
     pub credentials: Option<(String, Secret)>,
 }
 
+/// `s` with any `user:password@` of its authority replaced by `******@`: URLs are quoted in
+/// errors, and a password must never be.
+fn mask_userinfo(s: &str) -> String {
+    let start = s.find("://").map_or(0, |i| i + 3);
+    let end = s[start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| start + i);
+    match s[start..end].rfind('@') {
+        Some(at) => format!("{}******{}", &s[..start], &s[start + at..]),
+        None => s.to_owned(),
+    }
+}
+
 fn parse_url(v: &Value, p: &Path, cx: &mut Cx, allow_userinfo: bool) -> Option<ServerUrl> {
     let s = reader::string(v, p, cx)?;
+    let shown = mask_userinfo(s);
     let bad = |cx: &mut Cx, why: &str| {
         cx.err(
             p,
-            format!("must be http(s)://host:port ({why}), got {}", show(v)),
+            format!("must be http(s)://host:port ({why}), got {shown:?}"),
         );
     };
     let Ok(uri) = s.parse::<http::Uri>() else {
@@ -127,7 +140,10 @@ fn regex_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
                     Err(e) => {
                         let first = e.to_string();
                         let why = first.lines().last().unwrap_or("invalid").trim();
-                        cx.err(xp, format!("not a valid regular expression ({why}), got {s:?}"));
+                        cx.err(
+                            xp,
+                            format!("not a valid regular expression ({why}), got {s:?}"),
+                        );
                         None
                     }
                 }

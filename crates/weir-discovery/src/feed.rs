@@ -54,7 +54,8 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Two catalogs hold the same nodes for the same services, order aside.
+/// Two catalogs hold the same nodes (host, port, weight and priority) for the same
+/// services, order aside.
 fn same_by_value(a: &Catalog, b: &Catalog) -> bool {
     if a.loaded != b.loaded || a.services.len() != b.services.len() {
         return false;
@@ -69,9 +70,6 @@ fn same_by_value(a: &Catalog, b: &Catalog) -> bool {
             xs.sort_unstable();
             ys.sort_unstable();
             xs == ys
-                && x.iter()
-                    .zip(y.iter())
-                    .all(|(p, q)| p.priority == q.priority)
         })
     })
 }
@@ -217,6 +215,20 @@ mod tests {
         assert!(f.publish(heavier));
         assert_eq!(*rx.borrow(), 2);
         assert!(f.status().last_update.is_some());
+    }
+
+    #[test]
+    fn a_priority_swap_is_a_change() {
+        let f = Feed::standalone("t");
+        let at = |a: i64, b: i64| {
+            HashMap::from([(
+                "srv".to_owned(),
+                vec![Node::new("a", 80, 1, a), Node::new("b", 80, 1, b)],
+            )])
+        };
+        assert!(f.publish(at(-10, -20)));
+        assert!(f.publish(at(-20, -10)), "the preferred target changed");
+        assert!(!f.publish(at(-20, -10)));
     }
 
     #[test]

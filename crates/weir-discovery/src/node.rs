@@ -55,9 +55,9 @@ impl Node {
         Ok(())
     }
 
-    /// The sort key of change detection: host, port, weight.
-    pub(crate) fn identity(&self) -> (&str, u16, u32) {
-        (&self.host, self.port, self.weight)
+    /// The sort key of change detection: host, port, weight, priority.
+    pub(crate) fn identity(&self) -> (&str, u16, u32, i64) {
+        (&self.host, self.port, self.weight, self.priority)
     }
 }
 

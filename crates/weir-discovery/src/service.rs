@@ -32,6 +32,25 @@ impl DiscoveryService {
     }
 }
 
+/// Run a registry for ever: if its task ends (it panicked, or returned), the failure is
+/// recorded in its feed — the catalog stays as it was — and it is started again after a
+/// pause that grows to a minute.
+async fn supervise(registry: Arc<dyn crate::Registry>, feed: Arc<crate::Feed>) {
+    let mut backoff = crate::Backoff::doubling(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let (r, f) = (Arc::clone(&registry), Arc::clone(&feed));
+        let outcome = tokio::spawn(async move { r.run(f).await }).await;
+        let why = match outcome {
+            Ok(()) => "the registry task ended".to_owned(),
+            Err(e) if e.is_panic() => "the registry task panicked".to_owned(),
+            Err(e) => format!("the registry task failed: {e}"),
+        };
+        let pause = backoff.next_delay();
+        feed.failed(format!("{why}; restarting it in {pause:?}"));
+        tokio::time::sleep(pause).await;
+    }
+}
+
 impl DiscoveryService {
     /// Every registry has answered once (successfully or not), or is asked for nothing.
     fn settled(&self) -> bool {
@@ -56,7 +75,7 @@ impl BackgroundService for DiscoveryService {
             .map(|(name, e)| {
                 log::info!("discovery {name}: started");
                 let (registry, feed) = (Arc::clone(&e.registry), Arc::clone(&e.feed));
-                tokio::spawn(async move { registry.run(feed).await })
+                tokio::spawn(supervise(registry, feed))
             })
             .collect();
         // First load: apply changes as they come until every registry answered once.
@@ -99,5 +118,53 @@ impl BackgroundService for DiscoveryService {
         for t in tasks {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Feed, Node, Registry};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Publishes, then panics on its first run; publishes again on the next.
+    struct Fragile(AtomicUsize);
+
+    #[async_trait]
+    impl Registry for Fragile {
+        async fn run(&self, feed: Arc<Feed>) {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            feed.publish(HashMap::from([(
+                "web".to_owned(),
+                vec![Node::new("10.0.0.1", 80, 1 + n as u32, 0)],
+            )]));
+            if n == 0 {
+                panic!("a bug in a registry");
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_registry_that_panics_is_restarted_and_its_nodes_kept() {
+        let r: Arc<dyn Registry> = Arc::new(Fragile(AtomicUsize::new(0)));
+        let feed = Arc::new(Feed::standalone("fragile"));
+        let task = tokio::spawn(supervise(Arc::clone(&r), Arc::clone(&feed)));
+        while feed.status().last_error.is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert!(feed
+            .status()
+            .last_error
+            .is_some_and(|e| e.contains("panicked")));
+        assert_eq!(feed.catalog().get("web").map(|n| n[0].weight), Some(1));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            feed.catalog().get("web").map(|n| n[0].weight),
+            Some(2),
+            "restarted"
+        );
+        task.abort();
     }
 }

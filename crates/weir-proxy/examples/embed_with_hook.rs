@@ -9,7 +9,7 @@ use pingora::prelude::*;
 use pingora::proxy::{http_proxy_service, Session};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use weir_proxy::server::{health_service, server_conf};
+use weir_proxy::server::{discovery_service, health_service, server_conf};
 use weir_proxy::{Hook, RequestCtx, SnapshotHandle, WeirProxy};
 
 struct Stamp;
@@ -54,7 +54,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let handle = SnapshotHandle::new(&config.resources);
+    // The registries of the `discovery:` block (and `dns`, which resolves host-name nodes).
+    let registries = Arc::new(weir_proxy::discovery::registries(&config.discovery));
+    let handle = SnapshotHandle::with_discovery(&config.resources, registries);
     let mut server = Server::new_with_opt_and_conf(None, server_conf(&config));
     server.bootstrap();
     let proxy = WeirProxy::new(Arc::clone(&handle)).with_hook(Arc::new(Stamp));
@@ -65,6 +67,8 @@ fn main() {
     server.add_service(service);
     // Health checks of every upstream with `checks`, in one background service.
     server.add_service(health_service(&handle));
+    // Every discovery registry, in one background service; it recompiles on changes.
+    server.add_service(discovery_service(&handle));
     // `handle.apply(&resources)` swaps in a new configuration at any time.
     server.run_forever();
 }

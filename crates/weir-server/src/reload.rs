@@ -95,9 +95,10 @@ impl FileReloader {
                     || new.admin != self.running.admin
                     || new.control != self.running.control
                     || new.config_source != self.running.config_source
+                    || new.discovery != self.running.discovery
                 {
                     warn!(
-                        "{}: changes to server, admin, control or config_source take effect after a restart or graceful upgrade",
+                        "{}: changes to server, admin, control, config_source or discovery take effect after a restart or graceful upgrade",
                         self.path.display()
                     );
                 }

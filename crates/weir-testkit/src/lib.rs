@@ -12,10 +12,12 @@ pub mod fake_nacos;
 pub mod grpc;
 pub mod pki;
 mod proxy;
+mod stream;
 
-pub use backend::{Backend, Mode, Seen, TlsConfig};
+pub use backend::{Backend, Mode, RefusedPort, Seen, TlsConfig};
 pub use client::{Client, Response};
 pub use proxy::TestProxy;
+pub use stream::RequestStream;
 
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,33 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
     }
 }
 
-/// A free port on 127.0.0.1 (bound then released; for servers that bind by address).
+/// A port on 127.0.0.1 held for a server that binds by address (Weir's listeners, the `weir`
+/// binary): bound with `SO_REUSEADDR` and never listening, so nothing else on the machine —
+/// another test suite's `bind(0)`, an outgoing connection's ephemeral port — can take it
+/// while it is held, yet a listener that also sets `SO_REUSEADDR` (Pingora's do) can bind it.
+/// Hold the reservation as long as the server runs.
+#[derive(Debug)]
+pub struct PortReservation {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+/// Reserve a port (see [`PortReservation`]).
+pub fn reserve_port() -> PortReservation {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind(([127, 0, 0, 1], 0).into())
+        .expect("bind an ephemeral port");
+    let port = socket.local_addr().expect("local addr").port();
+    PortReservation {
+        _socket: socket,
+        port,
+    }
+}
+
+/// A free port on 127.0.0.1, bound then released. Another socket may take it at any time:
+/// for a server's port use [`reserve_port`], for a dead node `Backend::refused`.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

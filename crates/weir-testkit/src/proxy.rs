@@ -39,6 +39,8 @@ pub struct TestProxy {
     finished: Arc<AtomicU64>,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
+    /// Declared last: released only after the server thread has stopped.
+    _ports: Vec<crate::PortReservation>,
 }
 
 impl TestProxy {
@@ -84,7 +86,15 @@ impl TestProxy {
             Ok(l) => l.config,
             Err(e) => panic!("test config invalid:\n{e}"),
         };
-        let port = crate::free_port();
+        // Every port the proxy binds is reserved until it has stopped (see `PortReservation`).
+        let mut reserved = Vec::new();
+        let mut reserve = || {
+            let r = crate::reserve_port();
+            let port = r.port;
+            reserved.push(r);
+            port
+        };
+        let port = reserve();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         cfg.server.listen = vec![addr];
         cfg.server.threads = 2;
@@ -93,12 +103,12 @@ impl TestProxy {
             .tls_listen
             .iter_mut()
             .map(|l| {
-                l.addr = ([127, 0, 0, 1], crate::free_port()).into();
+                l.addr = ([127, 0, 0, 1], reserve()).into();
                 l.addr
             })
             .collect();
         let control = cfg.control.as_mut().map(|c| {
-            c.listen = ([127, 0, 0, 1], crate::free_port()).into();
+            c.listen = ([127, 0, 0, 1], reserve()).into();
             c.listen
         });
         let dir = std::env::temp_dir().join(format!("weir-test-{}-{port}", std::process::id()));
@@ -144,6 +154,7 @@ impl TestProxy {
             finished,
             trigger,
             thread: Some(thread),
+            _ports: reserved,
         }
     }
 

@@ -205,8 +205,9 @@ impl<'a> Watcher<'a> {
         }
         let mut headers = HeaderMap::new();
         if !cfg.token.is_empty() {
-            let v = HeaderValue::from_str(&cfg.token)
+            let mut v = HeaderValue::from_str(&cfg.token)
                 .map_err(|_| "the token is not a valid header value".to_owned())?;
+            v.set_sensitive(true);
             headers.insert("x-consul-token", v);
         }
         Ok(Watcher {
@@ -343,8 +344,12 @@ impl<'a> Watcher<'a> {
         let previous = self.feed.catalog();
         let mut f = Fetched {
             services: HashMap::new(),
-            catalog_index: parse::parse_index(c.header("x-consul-index")).unwrap_or(0),
-            health_index: parse::parse_index(h.header("x-consul-index")).unwrap_or(0),
+            // Consul sends the index on every answer; one without it is not Consul's (and an
+            // index of 0 would turn the blocking queries into a busy loop).
+            catalog_index: parse::parse_index(c.header("x-consul-index"))
+                .ok_or_else(|| format!("{}/v1/catalog/services: no X-Consul-Index", self.base()))?,
+            health_index: parse::parse_index(h.header("x-consul-index"))
+                .ok_or_else(|| format!("{}/v1/health/state/any: no X-Consul-Index", self.base()))?,
             errors: Vec::new(),
         };
         for name in names {

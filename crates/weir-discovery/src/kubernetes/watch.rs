@@ -27,7 +27,11 @@ const WATCH_SLACK: Duration = Duration::from_secs(60);
 /// The largest list page accepted.
 const MAX_PAGE: usize = 64 << 20;
 /// Pages of one list, at most (a server that keeps sending `continue` is an error).
-const MAX_PAGES: usize = 100_000;
+const MAX_PAGES: usize = 10_000;
+/// Objects of one cluster, at most: what a hostile or broken server can make Weir hold.
+pub(crate) const MAX_OBJECTS: usize = 1_000_000;
+/// The longest one list page may take to arrive, however it trickles.
+const PAGE_DEADLINE: Duration = Duration::from_secs(120);
 /// The shortest time between the starts of two lists, and of two watches: a server that ends
 /// every request at once is not hammered.
 const LIST_GAP: Duration = Duration::from_secs(1);
@@ -204,6 +208,12 @@ impl ClusterLoop {
             let body = read_body(resp, &url).await?;
             let page = parse::parse_page(&body, &self.mapper)?;
             objects.extend(page.objects);
+            if objects.len() > MAX_OBJECTS {
+                return Err(format!(
+                    "list from {} has over {MAX_OBJECTS} objects",
+                    path_of(&url)
+                ));
+            }
             match page.cont {
                 Some(c) => cont = Some(c),
                 None => return Ok((objects, page.resource_version)),
@@ -283,6 +293,13 @@ impl ClusterLoop {
             *rv = v;
         }
         Ok(match ev.event {
+            Event::Put(key, Some(_))
+                if objects.len() >= MAX_OBJECTS && !objects.contains_key(&key) =>
+            {
+                return Err(WatchEnd::Failed(format!(
+                    "watch would hold over {MAX_OBJECTS} objects"
+                )))
+            }
             Event::Put(key, Some(o)) => objects.insert(key, o.clone()).as_ref() != Some(&o),
             Event::Put(key, None) | Event::Delete(key) => objects.remove(&key).is_some(),
             Event::Bookmark => false,
@@ -304,8 +321,19 @@ async fn pace(last: &mut Option<Instant>, gap: Duration) {
     *last = Some(Instant::now());
 }
 
-/// The whole body of a list page, with a pause limit between chunks and a size limit.
-async fn read_body(mut resp: Response, url: &str) -> Result<Vec<u8>, String> {
+/// The whole body of a list page, with a pause limit between chunks, an overall deadline and
+/// a size limit.
+async fn read_body(resp: Response, url: &str) -> Result<Vec<u8>, String> {
+    match timeout(PAGE_DEADLINE, read_chunks(resp, url)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "list page from {} took over {PAGE_DEADLINE:?}",
+            path_of(url)
+        )),
+    }
+}
+
+async fn read_chunks(mut resp: Response, url: &str) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
         match timeout(RESPONSE_TIMEOUT, resp.chunk()).await {

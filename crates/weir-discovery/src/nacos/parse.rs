@@ -14,6 +14,9 @@ use std::time::Duration;
 pub const DEFAULT_NAMESPACE: &str = "public";
 /// The group when `discovery_args` has no `group_name`.
 pub const DEFAULT_GROUP: &str = "DEFAULT_GROUP";
+/// The longest a login token is reused, whatever `tokenTtl` says.
+const MAX_TOKEN_TTL_SECS: u64 = 86_400;
+
 /// Nacos's own default token lifetime, for a login answer without `tokenTtl`.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(18000);
 
@@ -149,10 +152,13 @@ pub(crate) fn parse_login(body: &[u8]) -> Result<(String, Duration), String> {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
         _ => return Err("login answer has no accessToken".into()),
     };
+    // Capped: a server cannot make the token outlive a day (nor overflow a deadline).
     let ttl = v
         .get("tokenTtl")
         .and_then(Value::as_u64)
-        .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+        .map_or(DEFAULT_TOKEN_TTL, |s| {
+            Duration::from_secs(s.min(MAX_TOKEN_TTL_SECS))
+        });
     Ok((token, ttl))
 }
 
@@ -285,6 +291,15 @@ mod tests {
         ] {
             assert!(parse_instances(body, "k", false, 1).is_err(), "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_huge_token_ttl_is_capped() {
+        let body = format!(r#"{{"accessToken": "t", "tokenTtl": {}}}"#, u64::MAX);
+        assert_eq!(
+            parse_login(body.as_bytes()),
+            Ok(("t".to_owned(), Duration::from_secs(86_400)))
+        );
     }
 
     #[test]
