@@ -70,30 +70,12 @@ fn config(hosts: &[String], extra: &str, routes: &[Route]) -> String {
     y
 }
 
-/// The bodies of `n` requests to `path`, counted (a non-200 counts as `"<status>"`).
 fn counts(p: &TestProxy, path: &str, n: usize) -> HashMap<String, usize> {
-    let mut c = p.client();
-    let mut m = HashMap::new();
-    for _ in 0..n {
-        let key = match c.get(path) {
-            Ok(r) if r.status == 200 => r.body,
-            Ok(r) => r.status.to_string(),
-            Err(e) => format!("error {e}"),
-        };
-        *m.entry(key).or_insert(0) += 1;
-    }
-    m
+    p.count_bodies(path, n)
 }
 
-/// Poll until requests to `path` reach exactly the backends (or statuses) in `want`.
 fn until_served(p: &TestProxy, path: &str, want: &[&str]) {
-    let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    let mut last = HashMap::new();
-    let ok = wait_for(SETTLE, || {
-        last = counts(p, path, 4 * want.len());
-        (last.keys().cloned().collect::<BTreeSet<_>>() == want).then_some(())
-    });
-    assert!(ok.is_some(), "{path}: wanted {want:?}, last saw {last:?}");
+    p.wait_served(path, want, SETTLE);
 }
 
 fn dump(p: &TestProxy) -> Value {

@@ -177,6 +177,39 @@ impl TestProxy {
         );
     }
 
+    /// The bodies of `n` requests to `path` on one connection, counted (a non-200 counts as
+    /// `"<status>"`, a transport error as `"error ..."`).
+    pub fn count_bodies(&self, path: &str, n: usize) -> std::collections::HashMap<String, usize> {
+        let mut c = self.client();
+        let mut m = std::collections::HashMap::new();
+        for _ in 0..n {
+            let key = match c.get(path) {
+                Ok(r) if r.status == 200 => r.body,
+                Ok(r) => r.status.to_string(),
+                Err(e) => format!("error {e}"),
+            };
+            *m.entry(key).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Poll until requests to `path` reach exactly the backends (bodies) or statuses in
+    /// `want`; panics after `deadline`.
+    pub fn wait_served(&self, path: &str, want: &[&str], deadline: Duration) {
+        let want: std::collections::BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+        let mut last = std::collections::HashMap::new();
+        let ok = crate::wait_for(deadline, || {
+            last = self.count_bodies(path, 4 * want.len());
+            (last
+                .keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                == want)
+                .then_some(())
+        });
+        assert!(ok.is_some(), "{path}: wanted {want:?}, last saw {last:?}");
+    }
+
     pub fn client(&self) -> crate::Client {
         crate::Client::new(self.addr)
     }
