@@ -1,4 +1,4 @@
-//! gRPC through Weir (SEMANTICS.md §6.4): a real tonic client and real tonic servers; h2c and
+//! gRPC through Weir (docs/grpc.md): a real tonic client and real tonic servers; h2c and
 //! h2-over-TLS listeners; `grpc` (h2c) and `grpcs` (h2 over TLS) upstreams; unary, server
 //! streaming and bidirectional calls; statuses and trailers relayed unchanged.
 

@@ -1,4 +1,4 @@
-//! Health checks end to end (SEMANTICS.md §5): active probes against real backends, passive
+//! Health checks end to end (docs/health-checks.md): active probes against real backends, passive
 //! reports from real requests, selection that honours health, fail-open, the control API.
 //!
 //! Probes run on their own schedule: a test waits for the state it needs with a deadline

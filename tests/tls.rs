@@ -1,4 +1,4 @@
-//! TLS to upstreams (SEMANTICS.md §6.2, §6.3): verification against `ca_certificates` by name
+//! TLS to upstreams (docs/tls.md): verification against `ca_certificates` by name
 //! and by IP, `tls_verify: false`, client certificates (mTLS) and the APISIX `tls` alias, and
 //! pools that never cross TLS settings. Certificates are generated at test time.
 

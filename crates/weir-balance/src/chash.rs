@@ -1,4 +1,4 @@
-//! `chash` (SEMANTICS.md §4.2): a consistent-hash ring bit-compatible with APISIX's
+//! `chash` (docs/algorithms.md): a consistent-hash ring bit-compatible with APISIX's
 //! `resty.chash` (NGINX-style ketama with CRC-32), so a migrating user's keys keep their nodes;
 //! optionally with bounded loads (`hash_balance_factor`).
 //!

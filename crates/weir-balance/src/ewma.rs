@@ -1,4 +1,4 @@
-//! `ewma` (SEMANTICS.md §4.4): peak EWMA with power of two choices. Two distinct eligible
+//! `ewma` (docs/algorithms.md): peak EWMA with power of two choices. Two distinct eligible
 //! nodes are drawn at random; the lower `decayed estimate × (in_flight + 1) / weight` wins
 //! (equal: the first drawn). O(1) per pick when most nodes are eligible.
 

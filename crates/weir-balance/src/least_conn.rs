@@ -1,4 +1,4 @@
-//! `least_conn` (SEMANTICS.md §4.3): the lowest `(in_flight + 1) / weight` wins, compared
+//! `least_conn` (docs/algorithms.md): the lowest `(in_flight + 1) / weight` wins, compared
 //! exactly in integers; ties go to the first tied node after the level's previous pick.
 
 use crate::node::NodeState;

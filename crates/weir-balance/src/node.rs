@@ -1,5 +1,5 @@
 //! Per-node state shared by every thread and route using an upstream: the in-flight count with
-//! the guard that holds it, and the peak-EWMA latency estimate (SEMANTICS.md §4.4).
+//! the guard that holds it, and the peak-EWMA latency estimate (docs/algorithms.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

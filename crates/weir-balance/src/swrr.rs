@@ -1,4 +1,4 @@
-//! Smooth weighted round robin (NGINX's algorithm), SEMANTICS.md §4.1.
+//! Smooth weighted round robin (NGINX's algorithm), docs/algorithms.md.
 //!
 //! With a constant eligible set every window of `Σw / gcd` consecutive picks holds node `n`
 //! exactly `w[n] / gcd` times, interleaved (4:2:1 gives `A B A C A B A`). Ineligible nodes keep

@@ -1,4 +1,4 @@
-//! The `discovery:` block: one entry per registry (SEMANTICS.md §7), and the [`Env`] that
+//! The `discovery:` block: one entry per registry (docs/discovery.md), and the [`Env`] that
 //! upstreams are validated against (which registries exist).
 
 use crate::cert::Secret;

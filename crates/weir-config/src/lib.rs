@@ -1,7 +1,7 @@
 //! Weir's configuration model.
 //!
-//! The schema of `CONFIG.md` (process settings, routes, services, upstreams, consumers,
-//! certificates) with every default and validation rule of `SEMANTICS.md`, validated into a
+//! The schema of `docs/configuration.md` (process settings, routes, services, upstreams, consumers,
+//! certificates) with every default and validation rule documented in `docs/`, validated into a
 //! typed model. Validation never stops at the first error: [`load_file`] and [`parse_yaml`]
 //! return every error of a document at once, in document order, each naming its path:
 //!

@@ -7,7 +7,7 @@ use crate::reader::{self, Cx, Obj};
 use serde::Serialize;
 use serde_json::Value;
 
-/// `key-auth` on a route or service (SEMANTICS.md §1.4).
+/// `key-auth` on a route or service (docs/configuration.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyAuth {
     pub header: String,
@@ -111,7 +111,7 @@ pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx, env: &crate::Env) -> Plug
     out
 }
 
-/// A consumer (SEMANTICS.md §1.4): identified by `username`, with a key-auth credential.
+/// A consumer (docs/configuration.md): identified by `username`, with a key-auth credential.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Consumer {
     pub username: String,

@@ -1,4 +1,4 @@
-//! Routes and services (SEMANTICS.md §1.1–§1.3).
+//! Routes and services (docs/configuration.md).
 
 use crate::common::{parse_id, Id, Meta, Method, Timeout, METHODS};
 use crate::discovery::Env;

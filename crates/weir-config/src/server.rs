@@ -1,4 +1,4 @@
-//! Process settings: `server`, `admin`, `control`, `config_source` (CONFIG.md). They need a
+//! Process settings: `server`, `admin`, `control`, `config_source` (docs/configuration.md). They need a
 //! restart or graceful upgrade to change.
 
 use crate::cert::Secret;

@@ -1,4 +1,4 @@
-//! Retry schedules of the registries: each has its own sequence (SEMANTICS of each registry).
+//! Retry schedules of the registries: each has its own sequence (see docs/discovery.md).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! A checker: the targets and settings of one upstream key, and the task that probes them on
-//! their own schedules (SEMANTICS.md §5.1, §5.3).
+//! their own schedules (docs/health-checks.md).
 
 use crate::probe::{probe, ProbeKind, ProbeSpec};
 use crate::target::{Source, Target, TargetId, TargetSpec};

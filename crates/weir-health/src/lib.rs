@@ -1,4 +1,4 @@
-//! Weir's health checks (SEMANTICS.md §5).
+//! Weir's health checks (docs/health-checks.md).
 //!
 //! - [`HealthTable`]: one [`Checker`] per upstream key with `checks`, process-wide.
 //! - [`Target`]: a probed identity `(ip, port, hostname)` with APISIX's four-state machine

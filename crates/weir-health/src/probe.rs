@@ -1,4 +1,4 @@
-//! One active probe (SEMANTICS.md §5.2–5.3): connect, optionally TLS, send the probe request
+//! One active probe (docs/health-checks.md): connect, optionally TLS, send the probe request
 //! with `Connection: close`, read the status line, classify.
 //!
 //! HTTP and HTTPS probes go through Pingora's own HTTP connector, so a probe's TLS handshake

@@ -1,4 +1,4 @@
-//! APISIX's four-state health machine (SEMANTICS.md §5.4), one per target, lock-free.
+//! APISIX's four-state health machine (docs/health-checks.md), one per target, lock-free.
 //!
 //! The state and its four counters are packed into one `AtomicU64` and updated with a CAS
 //! loop, so active probes and passive reports from every worker thread update a target without

@@ -90,7 +90,7 @@ impl RequestCtx {
         Some((health, target))
     }
 
-    /// Passive report of a failed attempt that will be retried (SEMANTICS.md §5.5).
+    /// Passive report of a failed attempt that will be retried (docs/health-checks.md).
     pub fn report_transport(&self, e: &pingora::prelude::Error) {
         if let Some((h, t)) = self.health_target() {
             h.report_transport(t, e);

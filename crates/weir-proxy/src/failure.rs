@@ -1,4 +1,4 @@
-//! Classification of attempt failures (SEMANTICS.md §3.2).
+//! Classification of attempt failures (docs/data-path.md).
 
 use pingora::prelude::*;
 

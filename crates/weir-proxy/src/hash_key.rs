@@ -1,4 +1,4 @@
-//! The chash key of a request (SEMANTICS.md §4.2, key derivation): variables, headers,
+//! The chash key of a request (docs/algorithms.md, key derivation): variables, headers,
 //! cookies, the consumer, templates; a missing key falls back to `remote_addr`.
 
 use crate::router::strip_port;

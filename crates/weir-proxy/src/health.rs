@@ -1,5 +1,5 @@
 //! Health for the data path: a compiled upstream's checker and passive thresholds, built from
-//! `checks` (SEMANTICS.md §5), and the passive reports of §5.5.
+//! `checks` (docs/health-checks.md), and the passive reports of §5.5.
 
 use pingora::prelude::Error;
 use std::hash::{Hash, Hasher};
@@ -108,7 +108,7 @@ pub fn probe_spec(active: &ActiveCheck) -> ProbeSpec {
 }
 
 /// A node's target: identity `(ip, checks.active.port or node port, checks.active.host or
-/// ip)`, and the probe `Host` (SEMANTICS.md §5.2): `upstream_host` under `pass_host:
+/// ip)`, and the probe `Host` (docs/health-checks.md): `upstream_host` under `pass_host:
 /// rewrite`, the node's name if it has one, `checks.active.host`, the ip.
 pub fn target_spec(
     conf: &Upstream,

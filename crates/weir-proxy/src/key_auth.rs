@@ -1,4 +1,4 @@
-//! The `key-auth` plugin (SEMANTICS.md §1.4), a [`Hook`]: the key is read from a header, then
+//! The `key-auth` plugin (docs/configuration.md), a [`Hook`]: the key is read from a header, then
 //! a query argument; a known key makes its consumer the request's consumer.
 
 use crate::ctx::RequestCtx;

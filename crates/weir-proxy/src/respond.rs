@@ -1,9 +1,9 @@
-//! Responses Weir produces itself: JSON bodies `{"error_msg": ...}` (SEMANTICS.md §1.5).
+//! Responses Weir produces itself: JSON bodies `{"error_msg": ...}` (docs/configuration.md).
 //!
 //! gRPC requests get the same status with an empty body: a gRPC client reads a body as gRPC
 //! messages, and with no body and no `grpc-status` it maps the HTTP status (502, 503, 504 to
 //! `UNAVAILABLE`, 404 to `UNIMPLEMENTED`, 401 to `UNAUTHENTICATED`). Weir never synthesises
-//! `grpc-status` (SEMANTICS.md §6.4).
+//! `grpc-status` (docs/grpc.md).
 
 use bytes::Bytes;
 use pingora::prelude::*;

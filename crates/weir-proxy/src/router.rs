@@ -1,4 +1,4 @@
-//! Route matching (SEMANTICS.md §1.2).
+//! Route matching (docs/configuration.md).
 //!
 //! Each route is expanded into one entry per (host condition × uri condition) pair, and the
 //! entries are sorted once by their rank: host specificity, then path specificity, then

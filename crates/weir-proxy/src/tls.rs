@@ -1,4 +1,4 @@
-//! TLS material of an upstream, built once per snapshot (SEMANTICS.md §6.2): the CA bundle
+//! TLS material of an upstream, built once per snapshot (docs/tls.md): the CA bundle
 //! (the union of `ca_certificates`, parsed once, not per handshake), the client certificate for
 //! mTLS, and a fingerprint of both for pool isolation.
 

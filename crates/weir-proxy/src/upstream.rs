@@ -1,5 +1,5 @@
 //! An upstream compiled for the data path: nodes grouped into priority levels, each node with
-//! its shared state and a ready-made Pingora peer, and the selection walk of SEMANTICS.md §3.4
+//! its shared state and a ready-made Pingora peer, and the selection walk of docs/data-path.md
 //! and §4.5 (tried set, level descent, single-node rule).
 
 use crate::health::UpstreamHealth;
@@ -130,7 +130,7 @@ impl UpstreamRuntime {
     }
 
     /// Pick the next node for this request, walking down the levels as they run out. Down
-    /// nodes are skipped while some node is up (SEMANTICS.md §5.6).
+    /// nodes are skipped while some node is up (docs/health-checks.md).
     pub fn pick(&self, key: &[u8], walk: &mut Walk) -> Option<usize> {
         if self.nodes.len() == 1 {
             // Single-node upstream: no tried set, no health, every retry goes to the node.

@@ -1,4 +1,4 @@
-//! `weir`: the edge-proxy binary. Parses the command line of CONFIG.md, installs the logger,
+//! `weir`: the edge-proxy binary. Parses the command line (README, docs/configuration.md), installs the logger,
 //! validates the configuration and hands over to the proxy.
 
 mod reload;

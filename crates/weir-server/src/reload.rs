@@ -1,4 +1,4 @@
-//! Reloading resources from the configuration file (CONFIG.md, SEMANTICS.md §8.1): on SIGHUP
+//! Reloading resources from the configuration file (docs/configuration.md): on SIGHUP
 //! always, and when the file changes if `config_source.file.watch` is true.
 //!
 //! Change detection polls the file once a second (length, modification time and content), which

@@ -1,4 +1,4 @@
-//! `checks.active` and `checks.passive` with APISIX's defaults (SEMANTICS.md §2.5, §2.6).
+//! `checks.active` and `checks.passive` with APISIX's defaults (docs/configuration.md).
 
 use crate::common::{ser_secs, valid_host_syntax, Method, METHODS};
 use crate::path::Path;

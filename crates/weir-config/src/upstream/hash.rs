@@ -1,5 +1,5 @@
 //! chash keys: `hash_on` + `key`, the variables they may name, and `vars_combinations`
-//! templates (SEMANTICS.md §2.4, §4.2).
+//! templates (docs/configuration.md).
 
 use crate::path::Path;
 use crate::reader::{self, Cx};

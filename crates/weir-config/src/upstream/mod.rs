@@ -1,4 +1,4 @@
-//! The upstream object (SEMANTICS.md §2): standalone with an `id`, or inline in a route or
+//! The upstream object (docs/configuration.md): standalone with an `id`, or inline in a route or
 //! service without one.
 
 pub mod checks;
@@ -72,7 +72,7 @@ impl Scheme {
     }
 }
 
-/// Which Host header goes upstream (SEMANTICS.md §6.1).
+/// Which Host header goes upstream (docs/data-path.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PassHost {

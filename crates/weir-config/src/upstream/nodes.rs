@@ -1,5 +1,5 @@
 //! Upstream nodes in APISIX's two forms: `[{host, port, weight, priority, metadata}]` and
-//! `{"host[:port]": weight}` (SEMANTICS.md §2.2).
+//! `{"host[:port]": weight}` (docs/configuration.md).
 
 use crate::common::valid_hostname;
 use crate::error::show;

@@ -1,5 +1,5 @@
 //! TLS to the upstream: `tls_verify`, `ca_certificates`, `client_certificate`, and APISIX's
-//! `tls: {client_cert, client_key, client_cert_id, verify}` alias (SEMANTICS.md §2.1, §6.2).
+//! `tls: {client_cert, client_key, client_cert_id, verify}` alias (docs/configuration.md).
 
 use crate::cert::{parse_pem_pair, Secret};
 use crate::common::{parse_id, Id};
