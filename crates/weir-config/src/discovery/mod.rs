@@ -8,6 +8,14 @@ use serde::Serialize;
 use serde_json::Value;
 use std::time::Duration;
 
+mod dns;
+mod kubernetes;
+
+pub use dns::DnsConfig;
+use dns::{check_dns_service, parse_dns};
+use kubernetes::parse_kubernetes;
+pub use kubernetes::{KubernetesConfig, NamespaceSelector};
+
 /// The built-in registries. An embedder may register more by name (see [`Env`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -129,29 +137,6 @@ fn str_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A list of regular expressions, each matched against a whole namespace name.
-fn regex_list(o: &mut Obj<'_>, cx: &mut Cx, k: &str) -> Vec<String> {
-    o.take(k)
-        .and_then(|(v, p)| {
-            reader::list(v, &p, cx, 0, |x, xp, cx| {
-                let s = reader::string(x, xp, cx)?;
-                match regex::Regex::new(&format!("^(?:{s})$")) {
-                    Ok(_) => Some(s.to_owned()),
-                    Err(e) => {
-                        let first = e.to_string();
-                        let why = first.lines().last().unwrap_or("invalid").trim();
-                        cx.err(
-                            xp,
-                            format!("not a valid regular expression ({why}), got {s:?}"),
-                        );
-                        None
-                    }
-                }
-            })
-        })
-        .unwrap_or_default()
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SortType {
@@ -191,59 +176,6 @@ pub struct NacosConfig {
     pub access_key: String,
     #[serde(skip)]
     pub secret_key: Secret,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NamespaceSelector {
-    Equal(String),
-    NotEqual(String),
-    Match(Vec<String>),
-    NotMatch(Vec<String>),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct KubernetesConfig {
-    /// `Some` in the multi-cluster (array) form.
-    pub id: Option<String>,
-    pub tls: bool,
-    /// May hold `${VAR}` references, expanded at run time.
-    pub host: String,
-    pub port: String,
-    pub ssl_verify: bool,
-    #[serde(skip)]
-    pub token: Option<Secret>,
-    pub token_file: String,
-    /// `service.ca_file` (Weir): the PEM CA bundle `ssl_verify` checks the API server
-    /// against; default the service account's `ca.crt` when it exists, else the system store.
-    pub ca_file: Option<String>,
-    pub namespace_selector: Option<NamespaceSelector>,
-    pub label_selector: Option<String>,
-    pub default_weight: u32,
-    pub watch_endpoint_slices: bool,
-}
-
-/// `discovery.dns`: the resolver of `discovery_type: dns` and of host-name nodes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DnsConfig {
-    /// Name servers (`ip:port`); empty: the `nameserver` lines of `/etc/resolv.conf`.
-    pub servers: Vec<std::net::SocketAddr>,
-    pub timeout: Duration,
-    pub default_weight: u32,
-    pub min_ttl: Duration,
-    pub max_ttl: Duration,
-}
-
-impl Default for DnsConfig {
-    fn default() -> Self {
-        DnsConfig {
-            servers: Vec::new(),
-            timeout: Duration::from_millis(2000),
-            default_weight: 1,
-            min_ttl: Duration::from_secs(1),
-            max_ttl: Duration::from_secs(3600),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -319,67 +251,6 @@ impl Env {
             }
         }
     }
-}
-
-/// `host:port` (A/AAAA) or an SRV name starting with `_`.
-fn check_dns_service(name: &str) -> Result<(), String> {
-    if name.starts_with('_') {
-        return Ok(());
-    }
-    let ok = name
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "must be host:port (A/AAAA) or an SRV name such as _http._tcp.example (starting with \"_\"), got {name:?}"
-        ))
-    }
-}
-
-fn secs_ttl(o: &mut Obj<'_>, cx: &mut Cx, k: &str, default: u64) -> Duration {
-    Duration::from_secs(o.uint(cx, k, 1, 86400 * 7).unwrap_or(default))
-}
-
-fn parse_dns(mut o: Obj<'_>, cx: &mut Cx) -> DnsConfig {
-    let mut d = DnsConfig::default();
-    if let Some((v, p)) = o.take("servers") {
-        d.servers = reader::list(v, &p, cx, 0, |x, xp, cx| {
-            let s = reader::string(x, xp, cx)?;
-            match s.parse::<std::net::SocketAddr>() {
-                Ok(a) => Some(a),
-                Err(_) => {
-                    cx.err(
-                        xp,
-                        format!(
-                            "must be an address like \"127.0.0.1:53\" or \"[::1]:53\", got {s:?}"
-                        ),
-                    );
-                    None
-                }
-            }
-        })
-        .unwrap_or_default();
-    }
-    d.timeout = millis(&mut o, cx, "timeout", 2000);
-    d.default_weight = o
-        .uint(cx, "default_weight", 0, u32::MAX as u64)
-        .unwrap_or(1) as u32;
-    d.min_ttl = secs_ttl(&mut o, cx, "min_ttl", 1);
-    d.max_ttl = secs_ttl(&mut o, cx, "max_ttl", 3600);
-    if d.min_ttl > d.max_ttl {
-        cx.err(
-            &o.path.field("min_ttl"),
-            format!(
-                "must be <= max_ttl ({}), got {}",
-                d.max_ttl.as_secs(),
-                d.min_ttl.as_secs()
-            ),
-        );
-    }
-    o.finish(cx);
-    d
 }
 
 pub fn parse_discovery(v: &Value, p: &Path, cx: &mut Cx) -> DiscoveryConfig {
@@ -534,108 +405,4 @@ fn parse_nacos(mut o: Obj<'_>, cx: &mut Cx) -> Option<NacosConfig> {
         access_key,
         secret_key,
     })
-}
-
-fn parse_kubernetes(mut o: Obj<'_>, cx: &mut Cx, multi: bool) -> Option<KubernetesConfig> {
-    let id = if multi {
-        o.require(cx, "id").and_then(|(v, p)| {
-            let s = reader::string(v, &p, cx)?;
-            let ok = (1..=64).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-            if !ok {
-                cx.err(&p, format!("must match ^[a-z0-9]{{1,64}}$, got {s:?}"));
-                return None;
-            }
-            Some(s.to_owned())
-        })
-    } else {
-        None
-    };
-    let mut k = KubernetesConfig {
-        id,
-        tls: true,
-        host: "${KUBERNETES_SERVICE_HOST}".into(),
-        port: "${KUBERNETES_SERVICE_PORT}".into(),
-        ssl_verify: false,
-        token: None,
-        token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
-        ca_file: None,
-        namespace_selector: None,
-        label_selector: None,
-        default_weight: 50,
-        watch_endpoint_slices: false,
-    };
-    if let Some(mut s) = o.obj(cx, "service") {
-        if let Some(t) = s.enumeration(cx, "schema", &[("http", false), ("https", true)]) {
-            k.tls = t;
-        }
-        if let Some(h) = s.str(cx, "host") {
-            k.host = h.to_owned();
-        }
-        if let Some((v, p)) = s.take("port") {
-            match v {
-                Value::Number(_) => {
-                    if let Some(n) = reader::uint(v, &p, cx, 1, 65535) {
-                        k.port = n.to_string();
-                    }
-                }
-                _ => {
-                    if let Some(s) = reader::string(v, &p, cx) {
-                        k.port = s.to_owned();
-                    }
-                }
-            }
-        }
-        k.ssl_verify = s.bool(cx, "ssl_verify", false);
-        k.ca_file = s.str(cx, "ca_file").map(str::to_owned);
-        s.finish(cx);
-    }
-    if let Some(mut c) = o.obj(cx, "client") {
-        if let Some((v, p)) = c.take("token") {
-            if !v.is_string() {
-                cx.err(&p, "must be a string");
-            } else if let Some(s) = v.as_str() {
-                k.token = Some(Secret::new(s));
-            }
-        }
-        if let Some(f) = c.str(cx, "token_file") {
-            k.token_file = f.to_owned();
-        }
-        c.finish(cx);
-    }
-    if let Some(mut ns) = o.obj(cx, "namespace_selector") {
-        let mut chosen = Vec::new();
-        if let Some(s) = ns.str(cx, "equal") {
-            chosen.push(NamespaceSelector::Equal(s.to_owned()));
-        }
-        if let Some(s) = ns.str(cx, "not_equal") {
-            chosen.push(NamespaceSelector::NotEqual(s.to_owned()));
-        }
-        let match_list = ns.has("match").then(|| regex_list(&mut ns, cx, "match"));
-        if let Some(l) = match_list {
-            chosen.push(NamespaceSelector::Match(l));
-        }
-        let not_match = ns
-            .has("not_match")
-            .then(|| regex_list(&mut ns, cx, "not_match"));
-        if let Some(l) = not_match {
-            chosen.push(NamespaceSelector::NotMatch(l));
-        }
-        if chosen.len() != 1 {
-            cx.err(
-                &ns.path,
-                "must set exactly one of equal, not_equal, match, not_match",
-            );
-        }
-        k.namespace_selector = chosen.pop();
-        ns.finish(cx);
-    }
-    k.label_selector = o.str(cx, "label_selector").map(str::to_owned);
-    k.default_weight = o
-        .uint(cx, "default_weight", 0, u32::MAX as u64)
-        .unwrap_or(50) as u32;
-    k.watch_endpoint_slices = o.bool(cx, "watch_endpoint_slices", false);
-    o.finish(cx);
-    Some(k)
 }
