@@ -52,7 +52,9 @@ pub use error::{ConfigError, ConfigErrors};
 pub use path::Path;
 pub use plugins::{Consumer, KeyAuth, Plugins};
 pub use route::{HostPattern, Route, Service, UriPattern};
-pub use server::{AdminConfig, ConfigSource, ControlConfig, EtcdSource, ServerConfig, TlsListen};
+pub use server::{
+    AdminConfig, ConfigSource, ControlConfig, EtcdSource, EtcdTls, ServerConfig, TlsListen,
+};
 pub use upstream::{
     ActiveCheck, CheckType, Checks, ClientCert, HashOn, KeepalivePool, LbType, Node, PassHost,
     PassiveCheck, Scheme, Targets, Upstream, UpstreamTls, Var,

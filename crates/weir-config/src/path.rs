@@ -53,6 +53,12 @@ impl Path {
         &self.0
     }
 
+    /// This path without its first `n` steps: an item's path made relative to the item
+    /// (`upstreams[2].nodes[0].port` → `nodes[0].port` with `n = 2`).
+    pub fn skip(&self, n: usize) -> Path {
+        Path(self.0.get(n..).unwrap_or_default().to_vec())
+    }
+
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }

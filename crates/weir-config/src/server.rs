@@ -8,7 +8,8 @@ use crate::path::Path;
 use crate::reader::{self, Bound, Cx, Obj};
 use serde::Serialize;
 use serde_json::Value;
-use std::net::SocketAddr;
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,6 +51,9 @@ impl Default for ServerConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub api_key: Secret,
+    /// Client networks allowed to call the Admin API; empty: every client that can reach
+    /// `listen` (which defaults to loopback).
+    pub allow_admin: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,11 +63,36 @@ pub struct ControlConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EtcdSource {
-    /// `http://host:port` URLs.
+    /// `http(s)://host:port` URLs, tried in turn.
     pub endpoints: Vec<String>,
     pub prefix: String,
+    /// The timeout of one etcd request (and of a connection attempt).
     #[serde(serialize_with = "crate::common::ser_secs")]
     pub timeout: Duration,
+    /// etcd authentication: `user` and `password` together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// TLS to etcd (`https://` endpoints).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS settings for connections to etcd. Files are PEM and are read (and checked) when the
+/// configuration is loaded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EtcdTls {
+    /// CA bundle that verifies etcd's certificate; without it the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Client certificate chain (etcd's `--client-cert-auth`), with `key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Verify etcd's certificate and host name (default true).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,11 +206,32 @@ pub fn parse_admin(v: &Value, p: &Path, cx: &mut Cx) -> Option<AdminConfig> {
         }
         None => None,
     };
+    let allow_admin = match o.take("allow_admin") {
+        Some((v, ap)) => reader::list(v, &ap, cx, 0, parse_cidr).unwrap_or_default(),
+        None => Vec::new(),
+    };
     o.finish(cx);
     Some(AdminConfig {
         listen: listen?,
         api_key: key?,
+        allow_admin,
     })
+}
+
+/// A network in CIDR notation (`127.0.0.0/24`, `::1/128`) or a single address.
+fn parse_cidr(v: &Value, p: &Path, cx: &mut Cx) -> Option<IpNet> {
+    let s = reader::string(v, p, cx)?;
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n.trunc());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(IpNet::from(ip));
+    }
+    cx.err(
+        p,
+        format!("must be an address or a CIDR like \"127.0.0.0/24\", got {s:?}"),
+    );
+    None
 }
 
 pub fn parse_control(v: &Value, p: &Path, cx: &mut Cx) -> Option<ControlConfig> {
@@ -237,11 +287,39 @@ pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {
         let timeout = e
             .secs(cx, "timeout", Bound::Positive)
             .unwrap_or(Duration::from_secs(5));
+        let user = e.str(cx, "user").map(str::to_owned);
+        // Never echo the password in an error.
+        let password = match e.take("password") {
+            Some((Value::String(s), _)) => Some(Secret::new(s.clone())),
+            Some((_, pp)) => {
+                cx.err(&pp, "must be a string");
+                None
+            }
+            None => None,
+        };
+        if user.is_some() != password.is_some() {
+            let missing = if user.is_some() { "password" } else { "user" };
+            cx.err(&p.field("etcd").field(missing), "required with user and password authentication");
+        }
+        let tls = e.obj(cx, "tls").map(|t| parse_etcd_tls(t, cx));
+        if let (Some(_), Some(eps)) = (&tls, &endpoints) {
+            for (i, ep) in eps.iter().enumerate() {
+                if !ep.starts_with("https://") {
+                    cx.err(
+                        &p.field("etcd").field("endpoints").index(i),
+                        format!("must be https:// when tls is set, got {ep:?}"),
+                    );
+                }
+            }
+        }
         e.finish(cx);
         Some(ConfigSource::Etcd(EtcdSource {
             endpoints: endpoints?,
             prefix: prefix?,
             timeout,
+            user,
+            password,
+            tls,
         }))
     });
     let both = o.has("file") && o.has("etcd");
@@ -250,4 +328,51 @@ pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {
         cx.err(p, "file and etcd are mutually exclusive");
     }
     etcd.or(file).unwrap_or_default()
+}
+
+/// `config_source.etcd.tls`: the files must exist and hold what they claim.
+fn parse_etcd_tls(mut t: Obj<'_>, cx: &mut Cx) -> EtcdTls {
+    let file = |t: &mut Obj<'_>, cx: &mut Cx, k: &str| -> Option<(String, String, Path)> {
+        let (v, fp) = t.take(k)?;
+        let name = reader::string(v, &fp, cx)?;
+        match std::fs::read_to_string(name) {
+            Ok(text) => Some((name.to_owned(), text, fp)),
+            Err(e) => {
+                cx.err(&fp, format!("cannot read {name:?}: {e}"));
+                None
+            }
+        }
+    };
+    let ca = file(&mut t, cx, "ca_file");
+    if let Some((_, text, fp)) = &ca {
+        if let Err(e) = crate::cert::check_cert_pem(text) {
+            cx.err(fp, e);
+        }
+    }
+    let cert = file(&mut t, cx, "cert_file");
+    let key = file(&mut t, cx, "key_file");
+    match (&cert, &key) {
+        (Some((_, c, cp)), Some((_, k, kp))) => {
+            if let Err(e) = crate::cert::check_cert_pem(c) {
+                cx.err(cp, e);
+            } else if let Err(e) = crate::cert::check_key_pair(c, k) {
+                cx.err(kp, e);
+            }
+        }
+        (Some((_, _, cp)), None) if !t.has("key_file") => {
+            cx.err(cp, "needs key_file");
+        }
+        (None, Some((_, _, kp))) if !t.has("cert_file") => {
+            cx.err(kp, "needs cert_file");
+        }
+        _ => {}
+    }
+    let verify = t.bool(cx, "verify", true);
+    t.finish(cx);
+    EtcdTls {
+        ca_file: ca.map(|(n, _, _)| n),
+        cert_file: cert.map(|(n, _, _)| n),
+        key_file: key.map(|(n, _, _)| n),
+        verify,
+    }
 }

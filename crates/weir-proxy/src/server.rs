@@ -12,6 +12,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
+use pingora::services::ServiceWithDependents;
 use std::sync::Arc;
 use weir_config::Config;
 use weir_discovery::DiscoveryService;
@@ -67,8 +68,22 @@ pub fn build_server_draining(
     weir: WeirProxy,
     on_drained: Option<OnDrained>,
 ) -> Result<Server, String> {
+    build_server_after(cfg, opt, weir, on_drained, Vec::new())
+}
+
+/// As [`build_server_draining`], with `sources`: services the proxy's listeners wait for
+/// (configuration sources whose first load must be in force before a request is accepted,
+/// such as the etcd source). They are added to the server too.
+pub fn build_server_after(
+    cfg: &Config,
+    opt: Option<Opt>,
+    weir: WeirProxy,
+    on_drained: Option<OnDrained>,
+    sources: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
+    let sources = server.add_services(sources);
     let handle = Arc::clone(weir.handle());
     server.add_service(health_service(&handle));
     // The proxy listens once every registry has answered once (or its first-load deadline
@@ -108,6 +123,9 @@ pub fn build_server_draining(
     }
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&discovery);
+    for s in &sources {
+        proxy.add_dependency(s);
+    }
     Ok(server)
 }
 

@@ -1,18 +1,21 @@
 //! `weir`: the edge-proxy binary. Parses the command line (README, docs/configuration.md), installs the logger,
 //! validates the configuration and hands over to the proxy.
 
-mod reload;
-
 use clap::Parser;
 use pingora::server::configuration::Opt;
 use pingora::server::RunArgs;
-use reload::FileReloader;
+use pingora::services::background::GenBackgroundService;
+use pingora::services::ServiceWithDependents;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use weir_config::ConfigSource;
-use weir_proxy::server::build_server_draining;
+use weir_config::{ConfigSource, Resources};
+use weir_proxy::server::build_server_after;
 use weir_proxy::{SnapshotHandle, WeirProxy};
+use weir_store::admin::admin_service;
+use weir_store::etcd::EtcdSource;
+use weir_store::file::FileSource;
+use weir_store::{Backend, Sink, Validator};
 
 /// glibc malloc/free were ~40% of the proxy's instructions per request; mimalloc's
 /// thread-local free lists are much cheaper (see `make bench`).
@@ -84,23 +87,38 @@ fn main() -> ExitCode {
 /// soon as no request is in flight), SIGINT stops at once, SIGQUIT hands the listeners to a
 /// process started with `-u`.
 fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
-    let watch = match &config.config_source {
-        ConfigSource::File { watch } => *watch,
-        ConfigSource::Etcd(_) => {
-            eprintln!("config_source.etcd is not supported by this build yet; use the file source");
-            return ExitCode::FAILURE;
-        }
-    };
-    if config.admin.is_some() {
-        log::warn!("the Admin API is not implemented in this build yet; `admin` is ignored");
-    }
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
         ..Opt::default()
     };
     let registries = Arc::new(weir_proxy::discovery::registries(&config.discovery));
-    let handle = SnapshotHandle::with_discovery(&config.resources, registries);
+    // With etcd the proxy starts empty; its listeners open once the first read is in force
+    // (or failed: then it serves 404 while the source keeps trying).
+    let initial = match &config.config_source {
+        ConfigSource::File { .. } => config.resources.clone(),
+        ConfigSource::Etcd(_) => Resources::default(),
+    };
+    let handle = SnapshotHandle::with_discovery(&initial, registries);
+    let sink: Arc<dyn Sink> = {
+        let h = Arc::clone(&handle);
+        Arc::new(move |r: &Resources| h.apply(r))
+    };
+    let path = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let (source, backend): (Box<dyn ServiceWithDependents>, Arc<dyn Backend>) =
+        match &config.config_source {
+            ConfigSource::File { .. } => {
+                let file = Arc::new(FileSource::new(path, text, config.clone(), sink));
+                let svc = GenBackgroundService::new("weir config file".into(), Arc::clone(&file));
+                (Box::new(svc), file)
+            }
+            ConfigSource::Etcd(etcd) => {
+                let doc = weir_config::yaml_to_value(&text).unwrap_or_default();
+                let source = Arc::new(EtcdSource::new(etcd.clone(), Validator::new(&doc), sink));
+                let svc = GenBackgroundService::new("weir etcd".into(), Arc::clone(&source));
+                (Box::new(svc), source)
+            }
+        };
     // A graceful shutdown exits as soon as nothing is in flight; `grace_period_seconds` is
     // only the upper bound.
     let exit_when_drained = Box::new(|| {
@@ -109,21 +127,29 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
         std::process::exit(0);
     });
     let weir = WeirProxy::new(Arc::clone(&handle));
-    let server = match build_server_draining(&config, Some(opt), weir, Some(exit_when_drained)) {
+    let mut server = match build_server_after(
+        &config,
+        Some(opt),
+        weir,
+        Some(exit_when_drained),
+        vec![source],
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let path = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
-    if let Err(e) = FileReloader::new(path, handle, config.clone(), text).spawn(watch) {
-        log::error!("configuration reload disabled: {e}");
+    if let Some(admin) = &config.admin {
+        server.add_service(admin_service(admin, backend));
     }
+    let from = match &config.config_source {
+        ConfigSource::File { .. } => cli.config.display().to_string(),
+        ConfigSource::Etcd(e) => format!("etcd {} (prefix {})", e.endpoints.join(", "), e.prefix),
+    };
     log::info!(
-        "weir {} serving {} route(s) on {:?} (TLS: {:?}) from {}",
+        "weir {} on {:?} (TLS: {:?}), admin API: {}, resources from {from}",
         env!("CARGO_PKG_VERSION"),
-        config.resources.routes.len(),
         config.server.listen,
         config
             .server
@@ -131,7 +157,10 @@ fn run(cli: &Cli, config: weir_config::Config, text: String) -> ExitCode {
             .iter()
             .map(|l| l.addr)
             .collect::<Vec<_>>(),
-        cli.config.display()
+        config
+            .admin
+            .as_ref()
+            .map_or("off".to_owned(), |a| a.listen.to_string()),
     );
     server.run(RunArgs::default());
     ExitCode::SUCCESS
