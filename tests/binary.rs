@@ -2,60 +2,13 @@
 //! file while serving on, and exiting on SIGTERM as soon as nothing is in flight.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use weir_testkit::{reserve_port, wait_for, Backend, Client, Mode};
+use weir_testkit::{reserve_port, wait_for, Backend, Client, Mode, WeirProcess};
 
-struct Weir {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
+type Weir = WeirProcess;
 
-impl Weir {
-    fn start(conf: &Path, port: u16) -> Weir {
-        let log = conf.with_extension("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("-c")
-            .arg(conf)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn weir");
-        let up = wait_for(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "weir did not listen on {port}");
-        Weir { child, port, log }
-    }
-
-    fn get(&self) -> (u16, String) {
-        let r = Client::new(([127, 0, 0, 1], self.port).into())
-            .get("/")
-            .expect("request");
-        (r.status, r.body)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(conf: &Path, port: u16) -> Weir {
+    WeirProcess::start(env!("CARGO_BIN_EXE_weir"), conf, port)
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -91,7 +44,7 @@ fn serves_and_reloads_when_the_file_changes() {
     let reserved = reserve_port();
     let port = reserved.port;
     write(&conf, &config(&d, port, &a, true));
-    let w = Weir::start(&conf, port);
+    let w = start(&conf, port);
     assert_eq!(w.get(), (200, "a".into()));
 
     write(&conf, &config(&d, port, &b, true));
@@ -127,7 +80,7 @@ fn sighup_reloads_and_sigterm_exits() {
     let reserved = reserve_port();
     let port = reserved.port;
     write(&conf, &config(&d, port, &a, false));
-    let mut w = Weir::start(&conf, port);
+    let mut w = start(&conf, port);
     assert_eq!(w.get(), (200, "a".into()));
     write(&conf, &config(&d, port, &b, false));
     w.signal("-HUP");
@@ -160,7 +113,7 @@ fn sigterm_with_nothing_in_flight_exits_without_waiting_the_grace_period() {
     let reserved = reserve_port();
     let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 60));
-    let mut w = Weir::start(&conf, port);
+    let mut w = start(&conf, port);
     // An idle keepalive client connection does not hold the shutdown up.
     let mut idle = Client::new(([127, 0, 0, 1], port).into());
     let r = idle.get("/").expect("request");
@@ -189,7 +142,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits() {
     let reserved = reserve_port();
     let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 60));
-    let mut w = Weir::start(&conf, port);
+    let mut w = start(&conf, port);
     let client = std::thread::spawn(move || {
         Client::new(([127, 0, 0, 1], port).into())
             .get("/slow")
@@ -243,7 +196,7 @@ fn sigterm_stops_at_the_end_of_the_grace_period_when_a_request_outlives_it() {
     let reserved = reserve_port();
     let port = reserved.port;
     write(&conf, &config_with_grace(&d, port, &a, false, 1));
-    let mut w = Weir::start(&conf, port);
+    let mut w = start(&conf, port);
     let client = std::thread::spawn(move || {
         Client::new(([127, 0, 0, 1], port).into())
             .get("/forever")

@@ -3,19 +3,25 @@
 //! ([`TestProxy`]). Everything binds 127.0.0.1 only. Polling helpers take a deadline instead
 //! of sleeping a fixed time.
 
+pub mod admin;
 mod backend;
 mod client;
 pub mod dns_server;
+pub mod etcd;
 pub mod fake_consul;
 pub mod fake_kubernetes;
 pub mod fake_nacos;
 pub mod grpc;
 pub mod pki;
+pub mod process;
 mod proxy;
 mod stream;
 
 pub use backend::{Backend, Mode, RefusedPort, Seen, TlsConfig};
 pub use client::{Client, Response};
+pub use etcd::Etcd;
+pub use admin::AdminClient;
+pub use process::WeirProcess;
 pub use proxy::TestProxy;
 pub use stream::RequestStream;
 

@@ -283,7 +283,11 @@ impl AdminApi {
         } else if obj.contains_key(kind.id_key()) {
             // Not a usable id: let validation say what is wrong with it.
         } else {
-            obj.insert(kind.id_key().to_owned(), Value::String(id.to_owned()));
+            // The id first, as a reader of the file or of etcd expects it.
+            let mut with_id = Map::with_capacity(obj.len() + 1);
+            with_id.insert(kind.id_key().to_owned(), Value::String(id.to_owned()));
+            with_id.extend(obj);
+            obj = with_id;
         }
         let _serial = self.writes.lock().await;
         let base = match self.backend.base().await {

@@ -219,11 +219,9 @@ fn tls_config(tls: &EtcdTls) -> Result<OpenSslClientConfig, String> {
     let verify = tls.verify;
     Ok(OpenSslClientConfig::default().manually(move |b| {
         if let Some(ca) = ca {
-            let mut store = X509StoreBuilder::new()?;
             for cert in ca {
-                store.add_cert(cert)?;
+                b.cert_store_mut().add_cert(cert)?;
             }
-            b.set_cert_store(store.build());
         }
         if let Some((chain, key)) = identity {
             let mut chain = chain.into_iter();
@@ -357,6 +355,22 @@ impl EtcdConn {
     /// in key order. Keys that are not UTF-8 are skipped with a warning. Fails (and may be
     /// tried again) when that revision is compacted before the last page is read.
     pub async fn list(&mut self, prefix: &str, page_size: i64) -> Result<Listing, EtcdError> {
+        self.list_with(prefix, page_size, |_| async {}).await
+    }
+
+    /// [`list`](Self::list), awaiting `between_pages(keys read so far)` after every page but
+    /// the last (progress reports; tests write there to see that later pages stay at the first
+    /// page's revision).
+    pub async fn list_with<F, Fut>(
+        &mut self,
+        prefix: &str,
+        page_size: i64,
+        mut between_pages: F,
+    ) -> Result<Listing, EtcdError>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: Future<Output = ()>,
+    {
         let op = format!("range {prefix}");
         let end = prefix_end(prefix.as_bytes());
         let mut from = range_start(prefix);
@@ -397,6 +411,7 @@ impl EtcdConn {
             if !more {
                 break;
             }
+            between_pages(kvs.len()).await;
             // The next page starts right after the last key of this one.
             from = last;
             from.push(0);

@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use log::{error, info, warn};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -184,7 +185,9 @@ impl FileSource {
     }
 
     /// Watch the file until `shutdown`: SIGHUP always reloads, and with `watch` a change does.
-    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+    /// `ready` is notified once SIGHUP is handled (a SIGHUP before that would end the
+    /// process), so a proxy that depends on this service never listens before.
+    pub async fn run(&self, mut shutdown: ShutdownWatch, ready: Option<ServiceReadyNotifier>) {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -193,6 +196,9 @@ impl FileSource {
                 None
             }
         };
+        if let Some(r) = ready {
+            r.notify_ready();
+        }
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -213,8 +219,8 @@ impl FileSource {
 
 #[async_trait]
 impl BackgroundService for FileSource {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        self.run(shutdown).await;
+    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+        self.run(shutdown, Some(ready)).await;
     }
 }
 
@@ -265,10 +271,10 @@ impl Backend for FileSource {
             serde_json::Value::Object(m) => m,
             _ => serde_json::Map::new(),
         };
-        let new_text = wb::rewrite(&text, &sections).map_err(unavailable)?;
+        let new_text = writeback::rewrite(&text, &sections).map_err(unavailable)?;
         // What is written is what goes live: the file as a whole must load.
         let loaded = self.parse(&new_text).map_err(StoreError::Invalid)?;
-        wb::write_atomic(&self.path, &new_text)
+        writeback::write_atomic(&self.path, &new_text)
             .map_err(|e| unavailable(format!("cannot write: {e}")))?;
         {
             let mut st = self.lock();
@@ -278,15 +284,5 @@ impl Backend for FileSource {
         }
         self.sink.apply(&loaded.config.resources);
         Ok(())
-    }
-}
-
-// TEMPORARY until writeback.rs lands.
-mod wb {
-    pub fn rewrite(_t: &str, _r: &serde_json::Map<String, serde_json::Value>) -> Result<String, String> {
-        Err("not yet".into())
-    }
-    pub fn write_atomic(_p: &std::path::Path, _t: &str) -> std::io::Result<()> {
-        Err(std::io::Error::other("not yet"))
     }
 }
