@@ -126,8 +126,33 @@ impl Validator {
                 }
                 Err(e) => e,
             };
-            let (blamed, unattributed) = blame(&set, errors);
+            // A reference to a resource this change deleted: the deletion is what is wrong.
             let mut undone = false;
+            for (kind, id) in deletions(&set, previous) {
+                let missing = format!("unknown {} {id:?}", kind.singular());
+                let hits: Vec<ConfigError> = errors
+                    .iter()
+                    .filter(|e| e.reason == missing)
+                    .cloned()
+                    .collect();
+                if hits.is_empty() {
+                    continue;
+                }
+                if let Some(v) = previous.get(kind, &id) {
+                    set.put(kind, &id, v.clone());
+                }
+                rejected.push(Rejection {
+                    kind,
+                    id,
+                    outcome: Outcome::Restored,
+                    errors: hits,
+                });
+                undone = true;
+            }
+            if undone {
+                continue;
+            }
+            let (blamed, unattributed) = blame(&set, errors);
             for (kind, id, errs) in &blamed {
                 let now = set.get(*kind, id);
                 let before = previous.get(*kind, id);
@@ -348,6 +373,29 @@ mod tests {
         assert_eq!(s.set, prev);
         assert_eq!(s.rejected[0].outcome, Outcome::Restored);
         assert!(s.rejected[0].errors[0].to_string().contains("unknown upstream"));
+    }
+
+    #[test]
+    fn a_deletion_is_undone_before_what_references_it_is_blamed() {
+        let v = Validator::new(&json!({}));
+        let prev = set(json!({
+            "upstreams": [
+                {"id": "u", "nodes": {"127.0.0.1:1": 1}},
+                {"id": "spare", "nodes": {"127.0.0.1:2": 1}},
+            ],
+            "routes": [{"id": "r", "uri": "/", "upstream_id": "u"}],
+        }));
+        let mut cand = prev.clone();
+        cand.remove(Kind::Upstreams, "u");
+        cand.remove(Kind::Upstreams, "spare");
+        cand.put(Kind::Routes, "new", json!({"id": "new", "uri": "/n", "upstream_id": "u"}));
+        let s = v.settle(cand, &prev).unwrap();
+        // `u` stays (referenced), the new route loads, the unreferenced deletion holds.
+        assert!(s.set.get(Kind::Upstreams, "u").is_some());
+        assert!(s.set.get(Kind::Routes, "new").is_some());
+        assert!(s.set.get(Kind::Upstreams, "spare").is_none());
+        assert_eq!(s.rejected.len(), 1);
+        assert_eq!((s.rejected[0].id.as_str(), &s.rejected[0].outcome), ("u", &Outcome::Restored));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod pki;
 pub mod process;
 mod proxy;
+mod relay;
 mod stream;
 
 pub use backend::{Backend, Mode, RefusedPort, Seen, TlsConfig};
@@ -23,6 +24,7 @@ pub use etcd::Etcd;
 pub use admin::AdminClient;
 pub use process::WeirProcess;
 pub use proxy::TestProxy;
+pub use relay::TcpRelay;
 pub use stream::RequestStream;
 
 use std::time::{Duration, Instant};

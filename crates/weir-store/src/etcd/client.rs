@@ -143,7 +143,8 @@ fn describe(e: &etcd_client::Error) -> String {
     };
     while let Some(s) = source {
         let text = s.to_string();
-        if !text.is_empty() && !out.contains(&text) {
+        // tonic's wrapper says only "transport error"; its cause says what.
+        if !text.is_empty() && text != "transport error" && !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
@@ -219,9 +220,11 @@ fn tls_config(tls: &EtcdTls) -> Result<OpenSslClientConfig, String> {
     let verify = tls.verify;
     Ok(OpenSslClientConfig::default().manually(move |b| {
         if let Some(ca) = ca {
+            let mut store = X509StoreBuilder::new()?;
             for cert in ca {
-                b.cert_store_mut().add_cert(cert)?;
+                store.add_cert(cert)?;
             }
+            b.set_cert_store(store.build());
         }
         if let Some((chain, key)) = identity {
             let mut chain = chain.into_iter();
@@ -306,24 +309,20 @@ impl EtcdConn {
             options = options.with_user(user.as_str(), password);
         }
         if let Some(tls) = &cfg.tls {
-            let config = tls_config(tls).map_err(|e| err("tls", e))?;
+            let config = tls_config(tls).map_err(|e| err("connect", format!("tls: {e}")))?;
             options = options.with_openssl_tls(config);
         }
 
-        let op = if cfg.user.is_some() {
-            "connect (authenticate)"
-        } else {
-            "connect"
-        };
-        let mut client = bounded(
-            cfg.timeout,
-            Client::connect([endpoint], Some(options)),
-        )
-        .await
-        .map_err(|e| err(op, e))?;
+        // With a user, etcd-client authenticates here; without one it connects lazily.
+        let mut client = bounded(cfg.timeout, Client::connect([endpoint], Some(options)))
+            .await
+            .map_err(|e| match &cfg.user {
+                Some(user) => err("connect", format!("authenticating as {user:?}: {e}")),
+                None => err("connect", e),
+            })?;
         bounded(cfg.timeout, client.status())
             .await
-            .map_err(|e| err("status", e))?;
+            .map_err(|e| err("connect", format!("status: {e}")))?;
 
         let kv = client
             .kv_client()

@@ -156,11 +156,8 @@ fn wanted_resources(
     for kind in RESOURCE_SECTIONS {
         match resources.get(kind) {
             None => {}
-            Some(Value::Array(items)) => {
-                if !items.is_empty() {
-                    out.push((kind, items));
-                }
-            }
+            Some(Value::Array(items)) if !items.is_empty() => out.push((kind, items)),
+            Some(Value::Array(_)) => {}
             Some(other) => {
                 return Err(format!(
                     "resources `{kind}` must be an array, got {}",
@@ -448,6 +445,8 @@ fn layout(text: &str) -> Result<Layout<'_>, String> {
 struct Out<'a> {
     lines: Vec<Cow<'a, str>>,
     eol: &'static str,
+    /// Lines before this one are not taken back by [`Out::pop_blank`]: they end a `|+` block.
+    fixed: usize,
 }
 
 impl<'a> Out<'a> {
@@ -472,8 +471,9 @@ impl<'a> Out<'a> {
         self.lines.last().is_some_and(|l| is_blank(l))
     }
 
+    /// Take back the blank lines at the end (not those of a `|+` block).
     fn pop_blank(&mut self) {
-        while self.ends_blank() {
+        while self.lines.len() > self.fixed && self.ends_blank() {
             self.lines.pop();
         }
     }
@@ -518,6 +518,7 @@ fn splice(
     let mut out = Out {
         lines: Vec::new(),
         eol,
+        fixed: 0,
     };
     out.extend(layout.span(0, layout.head_end));
     for s in &layout.sections {
@@ -548,14 +549,21 @@ fn splice(
                 // A section ending in a `|+` block (a string ending in blank lines) would take
                 // the blank lines after it into that string.
                 let absorbs = yaml.last().is_some_and(|l| is_blank(l));
+                out.fixed = out.lines.len();
                 out.extend(
                     gap.get(if absorbs { gap_blanks } else { 0 }..)
                         .unwrap_or(&[]),
                 );
             }
             None => {
+                // The blank lines above a removed section go with it; the ones below it
+                // instead when those above cannot (nothing above, or the end of a `|+` block).
                 out.pop_blank();
-                let skip = if out.lines.is_empty() { gap_blanks } else { 0 };
+                let skip = if out.lines.is_empty() || out.ends_blank() {
+                    gap_blanks
+                } else {
+                    0
+                };
                 out.extend(gap.get(skip..).unwrap_or(&[]));
             }
         }
@@ -570,6 +578,7 @@ fn splice(
         for line in section_yaml(kind, items, eol)? {
             out.push(Cow::Owned(line));
         }
+        out.fixed = out.lines.len();
     }
     out.extend(layout.span(layout.tail, layout.lines.len()));
 
@@ -1051,6 +1060,17 @@ mod tests {
     }
 
     #[test]
+    fn block_ending_in_blank_lines_then_removed_section() {
+        let original = "routes:\n- id: r1\n\nservices:\n- id: s1\n\nserver:\n  threads: 2\n\nupstreams:\n- id: u\n";
+        let r = res(json!({"routes": [{"id": "r1", "desc": "x\n\n"}]}));
+        let out = spliced(original, &r);
+        assert_eq!(
+            out,
+            "routes:\n- id: r1\n  desc: |+\n    x\n\nserver:\n  threads: 2\n"
+        );
+    }
+
+    #[test]
     fn errors() {
         let r = res(json!({"routes": [{"id": "r1"}]}));
         assert!(rewrite("server: [", &r)
@@ -1161,8 +1181,17 @@ mod tests {
         let values = [
             json!([{"id": "x1", "uri": "/x"}]),
             json!([{"id": "c1", "cert": PEM_CERT, "key": PEM_KEY}, {"id": "c2", "desc": "a\n\n"}]),
-            json!([]),
+            json!([{"id": "c3", "cert": PEM_CERT}]),
+            json!([{"id": 7, "desc": "\n", "n": 1.5, "tags": ["yes", "1e3", "", "- x", "#"]}]),
         ];
+        // xorshift64: a fixed, reproducible sequence.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
         let mut cases = 0;
         for mask in 0usize..64 {
             for style in 0..styles.len() {
@@ -1193,15 +1222,15 @@ mod tests {
                             }
                         }
                         let before = parse(&text);
-                        for pick in 0..8 {
-                            // Each kind: values[0], values[1], an empty array or absent.
+                        for _ in 0..8 {
+                            // Each kind: one of `values`, an empty array or absent.
                             let mut r = Map::new();
-                            for (i, kind) in RESOURCE_SECTIONS.iter().enumerate() {
-                                match (pick * 7 + i * 3 + mask) % 4 {
-                                    3 => {}
-                                    c => {
-                                        r.insert((*kind).to_owned(), values[c].clone());
-                                    }
+                            for kind in RESOURCE_SECTIONS {
+                                let c = next() % (values.len() as u64 + 2);
+                                if let Some(v) = values.get(c as usize) {
+                                    r.insert(kind.to_owned(), v.clone());
+                                } else if c == values.len() as u64 {
+                                    r.insert(kind.to_owned(), json!([]));
                                 }
                             }
                             cases += 1;
