@@ -415,3 +415,28 @@ fn no_request_fails_while_100_writes_land() {
     // Every request got a 200, from one of the backends.
     stream.finish_clean();
 }
+
+#[test]
+fn writes_keep_the_round_robin_cycle_of_unchanged_upstreams() {
+    let bs: Vec<Backend> = ["a", "b", "c"].iter().map(|n| Backend::start(n)).collect();
+    let nodes: Vec<String> = bs.iter().map(|b| format!("\"{}\": 1", b.addr)).collect();
+    let g = start(
+        "cycle",
+        &format!(
+            "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams: [{{id: u, nodes: {{{}}}}}]\n",
+            nodes.join(", ")
+        ),
+        "",
+    );
+    let mut admin = g.admin();
+    // Three requests with a write before each of the last two: a cycle that survived the
+    // writes serves each node once; one restarted by them would repeat its first node.
+    let mut seen = vec![g.weir.get().1];
+    for i in 0..2 {
+        let (s, v) = admin.put(&format!("routes/other{i}"), &json!({"uri": format!("/o{i}"), "upstream_id": "u"}));
+        assert_eq!(s, 201, "{v}");
+        seen.push(g.weir.get().1);
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "c"]);
+}

@@ -276,7 +276,10 @@ async fn a_watch_ends_with_an_error_when_etcd_stops() {
     let mut c = conn(&etcd).await;
     let mut w = c.watch("/weir/", 0).await.expect("watch");
     let r = etcd.put("/weir/routes/1", "a").await;
-    assert_eq!(events(&mut w, 1).await, vec![put_event("/weir/routes/1", "a", r)]);
+    assert_eq!(
+        events(&mut w, 1).await,
+        vec![put_event("/weir/routes/1", "a", r)]
+    );
 
     etcd.stop();
     let err = next(&mut w).await.expect_err("etcd is gone");
@@ -290,7 +293,9 @@ async fn a_watch_ends_with_an_error_when_etcd_stops() {
 
     // A request on the old connection fails too (bounded by the timeout), and a new
     // connection after the restart works.
-    c.put("/weir/routes/2", b"b").await.expect_err("etcd is gone");
+    c.put("/weir/routes/2", b"b")
+        .await
+        .expect_err("etcd is gone");
     etcd.restart();
     let mut c = conn(&etcd).await;
     assert_eq!(c.list("/weir/", 10).await.expect("list").kvs.len(), 1);
@@ -311,7 +316,10 @@ async fn user_and_password() {
     assert_eq!(listing.revision, r);
     assert_eq!(listing.kvs.len(), 2);
     let mut w = c.watch("/weir/", r).await.expect("watch");
-    assert_eq!(events(&mut w, 1).await, vec![put_event("/weir/routes/2", "b", r)]);
+    assert_eq!(
+        events(&mut w, 1).await,
+        vec![put_event("/weir/routes/2", "b", r)]
+    );
     assert_eq!(etcd.get("/weir/routes/2").await.as_deref(), Some("b"));
 
     // A wrong password: refused, and the error does not show it.
@@ -354,7 +362,10 @@ async fn tls_with_a_client_certificate() {
     let mut c = connect(&cfg).await.expect("connect over TLS");
     let r = c.put("/weir/routes/1", b"a").await.expect("put");
     let mut w = c.watch("/weir/", r).await.expect("watch");
-    assert_eq!(events(&mut w, 1).await, vec![put_event("/weir/routes/1", "a", r)]);
+    assert_eq!(
+        events(&mut w, 1).await,
+        vec![put_event("/weir/routes/1", "a", r)]
+    );
     let listing = c.list("/weir/", 10).await.expect("list");
     assert_eq!((listing.revision, listing.kvs.len()), (r, 1));
     assert_eq!(etcd.get("/weir/routes/1").await.as_deref(), Some("a"));

@@ -22,9 +22,7 @@
 
 use crate::pki::{Identity, TestCa};
 use crate::{reserve_port, PortReservation};
-use etcd_client::{
-    Client, CompactionOptions, ConnectOptions, GetOptions, OpenSslClientConfig,
-};
+use etcd_client::{Client, CompactionOptions, ConnectOptions, GetOptions, OpenSslClientConfig};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -374,7 +372,10 @@ impl Etcd {
         let resp = self
             .client()
             .await
-            .get("\0", Some(GetOptions::new().with_all_keys().with_count_only()))
+            .get(
+                "\0",
+                Some(GetOptions::new().with_all_keys().with_count_only()),
+            )
             .await
             .unwrap_or_else(|e| panic!("etcd revision: {e}"));
         resp.header().map(|h| h.revision()).unwrap_or(0)

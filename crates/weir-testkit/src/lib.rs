@@ -18,10 +18,10 @@ mod proxy;
 mod relay;
 mod stream;
 
+pub use admin::AdminClient;
 pub use backend::{Backend, Mode, RefusedPort, Seen, TlsConfig};
 pub use client::{Client, Response};
 pub use etcd::Etcd;
-pub use admin::AdminClient;
 pub use process::WeirProcess;
 pub use proxy::TestProxy;
 pub use relay::TcpRelay;

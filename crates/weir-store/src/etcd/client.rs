@@ -58,7 +58,10 @@ pub struct Kv {
 pub enum Event {
     Put(Kv),
     /// `mod_revision` is the revision of the deletion.
-    Delete { key: String, mod_revision: i64 },
+    Delete {
+        key: String,
+        mod_revision: i64,
+    },
 }
 
 /// Every key of a prefix at one revision.
@@ -291,7 +294,8 @@ impl EtcdConn {
             .as_ref()
             .map(|p| p.expose().to_owned())
             .filter(|p| !p.is_empty());
-        let err = |op: &str, reason: String| EtcdError::new(endpoint, op, reason, secret.as_deref());
+        let err =
+            |op: &str, reason: String| EtcdError::new(endpoint, op, reason, secret.as_deref());
 
         let mut options = ConnectOptions::new()
             .with_timeout(cfg.timeout)
@@ -568,7 +572,11 @@ impl Watch {
         let mut events = Vec::with_capacity(raw.len());
         for ev in raw {
             let Some(kv) = ev.kv() else {
-                log::warn!("etcd {}: {}: skipping an event without a key", self.endpoint, self.op);
+                log::warn!(
+                    "etcd {}: {}: skipping an event without a key",
+                    self.endpoint,
+                    self.op
+                );
                 continue;
             };
             let mod_revision = kv.mod_revision();

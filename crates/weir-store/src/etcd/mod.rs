@@ -45,6 +45,8 @@ struct State {
     live: Arc<ResourceSet>,
     /// The etcd revision `live` reflects; 0 before the first read.
     revision: i64,
+    /// Why the last session with etcd ended, until the next read or watch succeeds.
+    last_error: Option<String>,
 }
 
 /// Resources from etcd, applied to a [`Sink`]; run it as a Pingora background service and hand
@@ -93,6 +95,11 @@ impl EtcdSource {
     /// The etcd revision of the set in force (0 before the first read).
     pub fn revision(&self) -> i64 {
         self.lock().revision
+    }
+
+    /// Why the last attempt to read or watch etcd failed; `None` once one succeeds.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -266,6 +273,7 @@ impl EtcdSource {
             self.apply_listing(listing);
         }
         self.reachable.store(true, Ordering::Relaxed);
+        self.lock().last_error = None;
         if let Some(r) = ready.take() {
             r.notify_ready();
         }
@@ -320,6 +328,7 @@ impl EtcdSource {
                 Ok(End::Shutdown) => return,
                 Err(e) => {
                     self.reachable.store(false, Ordering::Relaxed);
+                    self.lock().last_error = Some(e.to_string());
                     if self.revision() != had {
                         // The session made progress: start the backoff over.
                         backoff = BACKOFF_START;

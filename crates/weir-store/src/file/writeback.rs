@@ -387,14 +387,11 @@ fn layout(text: &str) -> Result<Layout<'_>, String> {
             Class::Blank | Class::Comment => {}
             Class::Indented | Class::Content if !sections.is_empty() => {}
             Class::DocStart | Class::Directive if sections.is_empty() => {}
+            // Not the line's text: it may hold a secret (`admin.api_key`), and this is logged.
             _ => {
                 return Err(format!(
-                    "line {} is not a shape this writer edits in place: {:?}",
-                    i + 1,
-                    strip_eol(lines.get(i).copied().unwrap_or(""))
-                        .chars()
-                        .take(40)
-                        .collect::<String>()
+                    "line {} is not a shape this writer edits in place",
+                    i + 1
                 ))
             }
         }
