@@ -33,7 +33,10 @@ impl Gateway {
 
     /// Poll until `GET path` answers `status`.
     fn answers(&self, path: &str, status: u16) -> bool {
-        wait_for(PATIENCE, || (self.weir.get_path(path).0 == status).then_some(())).is_some()
+        wait_for(PATIENCE, || {
+            (self.weir.get_path(path).0 == status).then_some(())
+        })
+        .is_some()
     }
 
     /// Poll until `GET path` answers `status` with `body`.
@@ -109,7 +112,10 @@ fn every_verb_on_every_kind_in_apisix_shapes() {
     assert_eq!(s, 201, "{v}");
     let key = v["key"].as_str().expect("key").to_owned();
     let id = key.rsplit('/').next().expect("id").to_owned();
-    assert!(key.starts_with("/apisix/routes/") && id.len() == 20, "{key}");
+    assert!(
+        key.starts_with("/apisix/routes/") && id.len() == 20,
+        "{key}"
+    );
     assert!(g.serves("/two", 200, "a"));
 
     // GET one and the collection.
@@ -142,7 +148,10 @@ fn every_verb_on_every_kind_in_apisix_shapes() {
     assert!(g.serves("/one", 200, "a"));
 
     // Services, consumers, certificates and CA certificates.
-    let (s, v) = admin.put("services/s1", &json!({"upstream_id": "u1", "plugins": {"key-auth": {}}}));
+    let (s, v) = admin.put(
+        "services/s1",
+        &json!({"upstream_id": "u1", "plugins": {"key-auth": {}}}),
+    );
     assert_eq!(s, 201, "{v}");
     let (s, v) = admin.put("routes/r3", &json!({"uri": "/three", "service_id": "s1"}));
     assert_eq!(s, 201, "{v}");
@@ -237,7 +246,13 @@ fn bad_bodies_are_refused_with_paths_relative_to_the_body() {
         json!({"error_msg": "nodes[0].port: must be 1..65535, got 0; retires: unknown field"})
     );
     let (s, v) = admin.put("routes/r2", &json!({"uri": "/x", "upstream_id": "u9"}));
-    assert_eq!((s, v), (400, json!({"error_msg": "upstream_id: unknown upstream \"u9\""})));
+    assert_eq!(
+        (s, v),
+        (
+            400,
+            json!({"error_msg": "upstream_id: unknown upstream \"u9\""})
+        )
+    );
     let (s, v) = admin.put("upstreams/u3", &json!({"id": "other", "nodes": nodes(&a)}));
     assert_eq!(s, 400);
     assert_eq!(
@@ -246,13 +261,21 @@ fn bad_bodies_are_refused_with_paths_relative_to_the_body() {
     );
     let (s, v) = admin.raw("PUT", "/apisix/admin/upstreams/u4", b"{\"nodes\": ");
     assert_eq!(s, 400);
-    assert!(v["error_msg"].as_str().expect("msg").starts_with("invalid JSON"), "{v}");
+    assert!(
+        v["error_msg"]
+            .as_str()
+            .expect("msg")
+            .starts_with("invalid JSON"),
+        "{v}"
+    );
     let (s, v) = admin.raw("PUT", "/apisix/admin/upstreams/u4", b"[1, 2]");
     assert_eq!((s, v), (400, json!({"error_msg": "must be an object"})));
 
     // Over 1 MiB: 413, whether announced by Content-Length or not.
     let big = format!("{{\"desc\": \"{}\"}}", "x".repeat(1 << 20));
-    let (s, _) = g.admin().raw("PUT", "/apisix/admin/upstreams/u5", big.as_bytes());
+    let (s, _) = g
+        .admin()
+        .raw("PUT", "/apisix/admin/upstreams/u5", big.as_bytes());
     assert_eq!(s, 413);
 
     // Unknown paths and kinds.
@@ -301,7 +324,11 @@ fn writes_rewrite_the_file_and_keep_the_settings_as_written() {
         .arg(&g.conf)
         .output()
         .expect("weir -t");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // No write-back leaves a temporary file behind.
     let dir = g.conf.parent().expect("dir");
     let stray: Vec<_> = std::fs::read_dir(dir)
@@ -322,11 +349,17 @@ fn writes_rewrite_the_file_and_keep_the_settings_as_written() {
     assert!(g.serves("/", 200, "a"));
 
     // While the file has errors, writes are refused (409) and the running set stays.
-    let broken = format!("{}upstreams: [{{id: u, nodes: {{}}, retires: 1}}]\n", settings_part(&edited));
+    let broken = format!(
+        "{}upstreams: [{{id: u, nodes: {{}}, retires: 1}}]\n",
+        settings_part(&edited)
+    );
     std::fs::write(&g.conf, &broken).expect("write");
     let (s, v) = admin.put("routes/r3", &json!({"uri": "/three", "upstream_id": "u"}));
     assert_eq!(s, 409, "{v}");
-    assert!(v["error_msg"].as_str().expect("msg").contains("retires"), "{v}");
+    assert!(
+        v["error_msg"].as_str().expect("msg").contains("retires"),
+        "{v}"
+    );
     assert_eq!(g.file(), broken);
     assert_eq!(g.weir.get(), (200, "a".into()));
 }
@@ -344,7 +377,10 @@ fn concurrent_writes_are_serialised_and_the_file_is_never_torn() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let text = std::fs::read_to_string(&conf).expect("read");
                 if let Err(e) = weir_config::parse_yaml(&text) {
-                    panic!("torn or invalid file after {reads} reads: {}\n{text}", e.joined());
+                    panic!(
+                        "torn or invalid file after {reads} reads: {}\n{text}",
+                        e.joined()
+                    );
                 }
                 reads += 1;
             }
@@ -401,13 +437,22 @@ fn no_request_fails_while_100_writes_land() {
                 admin.patch("upstreams/u", &json!({"nodes": n}))
             }
             // New routes.
-            1 => admin.put(&format!("routes/extra{i}"), &json!({"uri": format!("/extra/{i}"), "upstream_id": "u"})),
+            1 => admin.put(
+                &format!("routes/extra{i}"),
+                &json!({"uri": format!("/extra/{i}"), "upstream_id": "u"}),
+            ),
             // Upstream replacements.
             2 => {
                 let lb = ["roundrobin", "least_conn", "ewma"][i % 3];
-                admin.put("upstreams/u", &json!({"nodes": nodes(&backends[i % 4]), "type": lb}))
+                admin.put(
+                    "upstreams/u",
+                    &json!({"nodes": nodes(&backends[i % 4]), "type": lb}),
+                )
             }
-            _ => admin.put(&format!("upstreams/spare{i}"), &json!({"nodes": nodes(&backends[3])})),
+            _ => admin.put(
+                &format!("upstreams/spare{i}"),
+                &json!({"nodes": nodes(&backends[3])}),
+            ),
         };
         assert!(s == 200 || s == 201, "write {i}: {s} {v}");
     }
@@ -433,7 +478,10 @@ fn writes_keep_the_round_robin_cycle_of_unchanged_upstreams() {
     // writes serves each node once; one restarted by them would repeat its first node.
     let mut seen = vec![g.weir.get().1];
     for i in 0..2 {
-        let (s, v) = admin.put(&format!("routes/other{i}"), &json!({"uri": format!("/o{i}"), "upstream_id": "u"}));
+        let (s, v) = admin.put(
+            &format!("routes/other{i}"),
+            &json!({"uri": format!("/o{i}"), "upstream_id": "u"}),
+        );
         assert_eq!(s, 201, "{v}");
         seen.push(g.weir.get().1);
     }

@@ -69,7 +69,10 @@ config_source:\n  etcd:\n    endpoints: [{}]\n    prefix: /weir\n    timeout: 2\
     }
 
     fn serves(&self, path: &str, status: u16, body: &str) -> bool {
-        wait_for(PATIENCE, || (self.get(path) == (status, body.to_owned())).then_some(())).is_some()
+        wait_for(PATIENCE, || {
+            (self.get(path) == (status, body.to_owned())).then_some(())
+        })
+        .is_some()
     }
 
     fn logged(&self, text: &str) -> bool {
@@ -90,11 +93,31 @@ fn loads_what_is_valid_skips_the_rest_and_follows_the_watch() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let etcd = Etcd::start();
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&a)}));
-    put(&etcd, "/weir/routes/r", &json!({"id": "r", "uri": "/a", "upstream_id": "u"}));
-    put(&etcd, "/weir/routes/bad", &json!({"uri": 7, "upstream_id": "u"}));
-    put(&etcd, "/weir/upstreams/broken", &json!({"nodes": {"127.0.0.1:0": 1}}));
-    put(&etcd, "/weir/routes/dep", &json!({"uri": "/dep", "upstream_id": "broken"}));
-    put(&etcd, "/weir/routes/other", &json!({"id": "not-other", "uri": "/other", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/r",
+        &json!({"id": "r", "uri": "/a", "upstream_id": "u"}),
+    );
+    put(
+        &etcd,
+        "/weir/routes/bad",
+        &json!({"uri": 7, "upstream_id": "u"}),
+    );
+    put(
+        &etcd,
+        "/weir/upstreams/broken",
+        &json!({"nodes": {"127.0.0.1:0": 1}}),
+    );
+    put(
+        &etcd,
+        "/weir/routes/dep",
+        &json!({"uri": "/dep", "upstream_id": "broken"}),
+    );
+    put(
+        &etcd,
+        "/weir/routes/other",
+        &json!({"id": "not-other", "uri": "/other", "upstream_id": "u"}),
+    );
     rt().block_on(etcd.put("/weir/routes/notjson", "{\"uri\": "));
     rt().block_on(etcd.put("/weir/plugins/x", "{}"));
 
@@ -114,7 +137,11 @@ fn loads_what_is_valid_skips_the_rest_and_follows_the_watch() {
     }
 
     // The watch: a new route, a changed upstream, a deletion.
-    put(&etcd, "/weir/routes/r2", &json!({"uri": "/b", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/r2",
+        &json!({"uri": "/b", "upstream_id": "u"}),
+    );
     assert!(w.serves("/b", 200, "a"));
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&b)}));
     assert!(w.serves("/a", 200, "b"));
@@ -122,14 +149,24 @@ fn loads_what_is_valid_skips_the_rest_and_follows_the_watch() {
     assert!(wait_for(PATIENCE, || (w.get("/b").0 == 404).then_some(())).is_some());
 
     // An invalid new value keeps the previous one; a deletion something depends on is undone.
-    put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&a), "retires": 1}));
-    assert!(w.logged("etcd key /weir/upstreams/u: retires: unknown field; it keeps its previous value"));
+    put(
+        &etcd,
+        "/weir/upstreams/u",
+        &json!({"nodes": node(&a), "retires": 1}),
+    );
+    assert!(
+        w.logged("etcd key /weir/upstreams/u: retires: unknown field; it keeps its previous value")
+    );
     assert_eq!(w.get("/a"), (200, "b".into()));
     rt().block_on(etcd.delete("/weir/upstreams/u"));
     assert!(w.logged("etcd key /weir/upstreams/u: routes"));
     assert_eq!(w.get("/a"), (200, "b".into()));
     // Fixing a skipped key brings it in.
-    put(&etcd, "/weir/routes/bad", &json!({"uri": "/fixed", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/bad",
+        &json!({"uri": "/fixed", "upstream_id": "u"}),
+    );
     assert!(w.serves("/fixed", 200, "b"));
 }
 
@@ -146,8 +183,9 @@ fn admin_writes_are_stored_in_etcd_and_served_by_every_instance() {
     let (s, v) = admin2.put("routes/r", &json!({"uri": "/*", "upstream_id": "u"}));
     assert_eq!(s, 201, "{v}");
     // Stored as the resource's JSON under <prefix>/<kind>/<id>.
-    let stored: Value = serde_json::from_str(&rt().block_on(etcd.get("/weir/routes/r")).expect("key"))
-        .expect("JSON");
+    let stored: Value =
+        serde_json::from_str(&rt().block_on(etcd.get("/weir/routes/r")).expect("key"))
+            .expect("JSON");
     assert_eq!((&stored["id"], &stored["uri"]), (&json!("r"), &json!("/*")));
     // A write answers once it is live on the instance that took it.
     assert_eq!(two.get("/"), (200, "a".into()));
@@ -162,7 +200,11 @@ fn admin_writes_are_stored_in_etcd_and_served_by_every_instance() {
     // request to the moment the other instance serves it.
     let (mut took, mut answered) = (Vec::new(), Vec::new());
     for i in 0..100 {
-        let (writer, reader) = if i % 2 == 0 { (&mut admin1, &two) } else { (&mut admin2, &one) };
+        let (writer, reader) = if i % 2 == 0 {
+            (&mut admin1, &two)
+        } else {
+            (&mut admin2, &one)
+        };
         let target = if i % 2 == 0 { &b } else { &a };
         let start = Instant::now();
         let (s, v) = writer.patch("upstreams/u", &json!({"nodes": node(target)}));
@@ -187,11 +229,18 @@ fn etcd_down_at_start_serves_nothing_then_catches_up() {
     let a = Backend::start("a");
     let mut etcd = Etcd::start();
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&a)}));
-    put(&etcd, "/weir/routes/r", &json!({"uri": "/*", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/r",
+        &json!({"uri": "/*", "upstream_id": "u"}),
+    );
     etcd.stop();
     // The first endpoint refuses: the source cycles to the next one.
     let refused = Backend::refused();
-    let w = Instance::start("down", &[format!("http://{}", refused.addr()), etcd.endpoint()]);
+    let w = Instance::start(
+        "down",
+        &[format!("http://{}", refused.addr()), etcd.endpoint()],
+    );
     assert_eq!(w.get("/").0, 404);
     assert!(w.logged("serving an empty configuration until etcd answers"));
     // Writes need etcd.
@@ -206,11 +255,19 @@ fn a_lost_connection_keeps_the_configuration_and_resumes() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let mut etcd = Etcd::start();
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&a)}));
-    put(&etcd, "/weir/routes/r", &json!({"uri": "/*", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/r",
+        &json!({"uri": "/*", "upstream_id": "u"}),
+    );
     let w = Instance::start("loss", &[etcd.endpoint()]);
     assert!(w.serves("/", 200, "a"));
     etcd.stop();
-    assert!(w.logged("keeping the last good configuration"), "{}", w.weir.log());
+    assert!(
+        w.logged("keeping the last good configuration"),
+        "{}",
+        w.weir.log()
+    );
     for _ in 0..20 {
         assert_eq!(w.get("/"), (200, "a".into()));
     }
@@ -218,7 +275,6 @@ fn a_lost_connection_keeps_the_configuration_and_resumes() {
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&b)}));
     assert!(w.serves("/", 200, "b"), "{}", w.weir.log());
 }
-
 
 #[test]
 fn watch_updates_keep_the_round_robin_cycle_of_unchanged_upstreams() {
@@ -229,14 +285,21 @@ fn watch_updates_keep_the_round_robin_cycle_of_unchanged_upstreams() {
         nodes.insert(b.addr.to_string(), json!(1));
     }
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": nodes}));
-    put(&etcd, "/weir/routes/r", &json!({"uri": "/*", "upstream_id": "u"}));
+    put(
+        &etcd,
+        "/weir/routes/r",
+        &json!({"uri": "/*", "upstream_id": "u"}),
+    );
     let w = Instance::start("cycle", &[etcd.endpoint()]);
     assert!(wait_for(PATIENCE, || (w.get("/").0 == 200).then_some(())).is_some());
     let mut admin = w.admin();
     // As with the file: a change elsewhere does not restart the cycle.
     let mut seen = vec![w.get("/").1];
     for i in 0..2 {
-        let (s, v) = admin.put(&format!("routes/other{i}"), &json!({"uri": format!("/o{i}"), "upstream_id": "u"}));
+        let (s, v) = admin.put(
+            &format!("routes/other{i}"),
+            &json!({"uri": format!("/o{i}"), "upstream_id": "u"}),
+        );
         assert_eq!(s, 201, "{v}");
         seen.push(w.get("/").1);
     }

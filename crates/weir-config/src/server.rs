@@ -6,9 +6,9 @@ use crate::common::{parse_id, Id};
 use crate::error::show;
 use crate::path::Path;
 use crate::reader::{self, Bound, Cx, Obj};
+use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::Value;
-use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -299,7 +299,10 @@ pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {
         };
         if user.is_some() != password.is_some() {
             let missing = if user.is_some() { "password" } else { "user" };
-            cx.err(&p.field("etcd").field(missing), "required with user and password authentication");
+            cx.err(
+                &p.field("etcd").field(missing),
+                "required with user and password authentication",
+            );
         }
         let tls = e.obj(cx, "tls").map(|t| parse_etcd_tls(t, cx));
         if let (Some(_), Some(eps)) = (&tls, &endpoints) {

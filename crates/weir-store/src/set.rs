@@ -209,13 +209,23 @@ mod tests {
     #[test]
     fn put_replaces_in_place_and_appends_new_ids() {
         let mut s = ResourceSet::new();
-        assert_eq!(s.put(Kind::Upstreams, "a", json!({"id": "a", "n": 1})), None);
+        assert_eq!(
+            s.put(Kind::Upstreams, "a", json!({"id": "a", "n": 1})),
+            None
+        );
         s.put(Kind::Upstreams, "b", json!({"id": "b"}));
         let old = s.put(Kind::Upstreams, "a", json!({"id": "a", "n": 2}));
         assert_eq!(old, Some(json!({"id": "a", "n": 1})));
-        let ids: Vec<_> = s.list(Kind::Upstreams).iter().map(|(i, _)| i.as_str()).collect();
+        let ids: Vec<_> = s
+            .list(Kind::Upstreams)
+            .iter()
+            .map(|(i, _)| i.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b"]);
-        assert_eq!(s.remove(Kind::Upstreams, "a"), Some(json!({"id": "a", "n": 2})));
+        assert_eq!(
+            s.remove(Kind::Upstreams, "a"),
+            Some(json!({"id": "a", "n": 2}))
+        );
         assert_eq!(s.position(Kind::Upstreams, "b"), Some(0));
     }
 

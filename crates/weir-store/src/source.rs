@@ -23,8 +23,15 @@ impl<F: Fn(&Resources) + Send + Sync + 'static> Sink for F {
 /// One write of the Admin API.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
-    Put { kind: Kind, id: String, value: Value },
-    Delete { kind: Kind, id: String },
+    Put {
+        kind: Kind,
+        id: String,
+        value: Value,
+    },
+    Delete {
+        kind: Kind,
+        id: String,
+    },
 }
 
 impl Change {
@@ -75,7 +82,9 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::Invalid(e) => write!(f, "the stored configuration is invalid: {}", e.joined()),
+            StoreError::Invalid(e) => {
+                write!(f, "the stored configuration is invalid: {}", e.joined())
+            }
             StoreError::Unavailable(e) => f.write_str(e),
         }
     }

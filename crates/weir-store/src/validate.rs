@@ -347,10 +347,21 @@ mod tests {
         let v = Validator::new(&json!({}));
         let prev = set(json!({"upstreams": [{"id": "u", "nodes": {"127.0.0.1:1": 1}}]}));
         let mut cand = prev.clone();
-        cand.put(Kind::Upstreams, "u", json!({"id": "u", "nodes": {"127.0.0.1:1": -1}}));
-        cand.put(Kind::Upstreams, "w", json!({"id": "w", "nodes": {"127.0.0.1:2": 1}}));
+        cand.put(
+            Kind::Upstreams,
+            "u",
+            json!({"id": "u", "nodes": {"127.0.0.1:1": -1}}),
+        );
+        cand.put(
+            Kind::Upstreams,
+            "w",
+            json!({"id": "w", "nodes": {"127.0.0.1:2": 1}}),
+        );
         let s = v.settle(cand, &prev).unwrap();
-        assert_eq!(s.set.get(Kind::Upstreams, "u"), prev.get(Kind::Upstreams, "u"));
+        assert_eq!(
+            s.set.get(Kind::Upstreams, "u"),
+            prev.get(Kind::Upstreams, "u")
+        );
         assert!(s.set.get(Kind::Upstreams, "w").is_some());
         assert_eq!(s.rejected.len(), 1);
         assert_eq!(s.rejected[0].outcome, Outcome::KeptPrevious);
@@ -372,7 +383,9 @@ mod tests {
         let s = v.settle(cand, &prev).unwrap();
         assert_eq!(s.set, prev);
         assert_eq!(s.rejected[0].outcome, Outcome::Restored);
-        assert!(s.rejected[0].errors[0].to_string().contains("unknown upstream"));
+        assert!(s.rejected[0].errors[0]
+            .to_string()
+            .contains("unknown upstream"));
     }
 
     #[test]
@@ -388,21 +401,32 @@ mod tests {
         let mut cand = prev.clone();
         cand.remove(Kind::Upstreams, "u");
         cand.remove(Kind::Upstreams, "spare");
-        cand.put(Kind::Routes, "new", json!({"id": "new", "uri": "/n", "upstream_id": "u"}));
+        cand.put(
+            Kind::Routes,
+            "new",
+            json!({"id": "new", "uri": "/n", "upstream_id": "u"}),
+        );
         let s = v.settle(cand, &prev).unwrap();
         // `u` stays (referenced), the new route loads, the unreferenced deletion holds.
         assert!(s.set.get(Kind::Upstreams, "u").is_some());
         assert!(s.set.get(Kind::Routes, "new").is_some());
         assert!(s.set.get(Kind::Upstreams, "spare").is_none());
         assert_eq!(s.rejected.len(), 1);
-        assert_eq!((s.rejected[0].id.as_str(), &s.rejected[0].outcome), ("u", &Outcome::Restored));
+        assert_eq!(
+            (s.rejected[0].id.as_str(), &s.rejected[0].outcome),
+            ("u", &Outcome::Restored)
+        );
     }
 
     #[test]
     fn a_stored_id_must_match_its_key() {
         let v = Validator::new(&json!({}));
         let mut cand = ResourceSet::new();
-        cand.put(Kind::Upstreams, "a", json!({"id": "b", "nodes": {"127.0.0.1:1": 1}}));
+        cand.put(
+            Kind::Upstreams,
+            "a",
+            json!({"id": "b", "nodes": {"127.0.0.1:1": 1}}),
+        );
         let e = v.check(&cand).unwrap_err();
         assert_eq!(
             e.0[0].to_string(),
@@ -410,7 +434,11 @@ mod tests {
         );
         // Ids may be integers in the value and strings in the key.
         let mut ok = ResourceSet::new();
-        ok.put(Kind::Upstreams, "7", json!({"id": 7, "nodes": {"127.0.0.1:1": 1}}));
+        ok.put(
+            Kind::Upstreams,
+            "7",
+            json!({"id": 7, "nodes": {"127.0.0.1:1": 1}}),
+        );
         assert!(v.check(&ok).is_ok());
     }
 

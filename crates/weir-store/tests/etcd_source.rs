@@ -59,10 +59,16 @@ fn a_reconnect_re_reads_everything_when_its_revision_was_compacted() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let etcd = Etcd::start();
     rt.block_on(async {
-        etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#).await;
-        etcd.put("/weir/routes/r1", r#"{"uri": "/1", "upstream_id": "u"}"#).await;
+        etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#)
+            .await;
+        etcd.put("/weir/routes/r1", r#"{"uri": "/1", "upstream_id": "u"}"#)
+            .await;
     });
-    let target = etcd.endpoint().trim_start_matches("http://").parse().expect("addr");
+    let target = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
     let relay = TcpRelay::start(target);
     let (source, latest, stop) = run(&rt, config(relay.url()));
     assert!(has_routes(&latest, &["r1"]));
@@ -73,7 +79,8 @@ fn a_reconnect_re_reads_everything_when_its_revision_was_compacted() {
     // Meanwhile: changes, and a compaction past the revision the source has seen.
     let seen = source.revision();
     let compacted = rt.block_on(async {
-        etcd.put("/weir/routes/r2", r#"{"uri": "/2", "upstream_id": "u"}"#).await;
+        etcd.put("/weir/routes/r2", r#"{"uri": "/2", "upstream_id": "u"}"#)
+            .await;
         etcd.delete("/weir/routes/r1").await;
         etcd.compact().await
     });
@@ -97,7 +104,11 @@ fn a_reconnect_resumes_from_the_last_revision() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let etcd = Etcd::start();
     rt.block_on(etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#));
-    let target = etcd.endpoint().trim_start_matches("http://").parse().expect("addr");
+    let target = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
     let relay = TcpRelay::start(target);
     let (source, latest, stop) = run(&rt, config(relay.url()));
     assert!(wait_for(PATIENCE, || (source.revision() > 0).then_some(())).is_some());
@@ -106,8 +117,10 @@ fn a_reconnect_resumes_from_the_last_revision() {
     // Two changes while cut off, the second undoing part of the first: a watch resumed from
     // the last revision replays both, in order.
     rt.block_on(async {
-        etcd.put("/weir/routes/a", r#"{"uri": "/a", "upstream_id": "u"}"#).await;
-        etcd.put("/weir/routes/b", r#"{"uri": "/b", "upstream_id": "u"}"#).await;
+        etcd.put("/weir/routes/a", r#"{"uri": "/a", "upstream_id": "u"}"#)
+            .await;
+        etcd.put("/weir/routes/b", r#"{"uri": "/b", "upstream_id": "u"}"#)
+            .await;
         etcd.delete("/weir/routes/a").await;
     });
     relay.restore();
@@ -120,8 +133,10 @@ fn user_and_password_authenticate_and_a_wrong_password_reads_nothing() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let etcd = Etcd::start();
     rt.block_on(async {
-        etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#).await;
-        etcd.put("/weir/routes/r", r#"{"uri": "/", "upstream_id": "u"}"#).await;
+        etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#)
+            .await;
+        etcd.put("/weir/routes/r", r#"{"uri": "/", "upstream_id": "u"}"#)
+            .await;
         etcd.enable_auth("weir", "s3cret-pw").await;
     });
     let mut good = config(etcd.endpoint());

@@ -44,11 +44,7 @@ impl TcpRelay {
                 pipe(&server, &client);
             }
         });
-        TcpRelay {
-            addr,
-            cut,
-            open,
-        }
+        TcpRelay { addr, cut, open }
     }
 
     /// Where clients connect.

@@ -174,7 +174,10 @@ fn referrers(base: &Base, kind: Kind, id: &str) -> Vec<String> {
 
 fn parse_body(body: &[u8]) -> Result<Value, Reply> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Reply::error(400, "request body is empty; a JSON object is required"));
+        return Err(Reply::error(
+            400,
+            "request body is empty; a JSON object is required",
+        ));
     }
     serde_json::from_slice::<Value>(body)
         .map_err(|e| Reply::error(400, format!("invalid JSON in request body: {e}")))
@@ -253,9 +256,10 @@ impl AdminApi {
                 }
             }
             (&M::DELETE, Target::One(kind, id)) => self.delete(kind, id).await,
-            (_, Target::Collection(_)) => {
-                Reply::error(405, format!("{} is not allowed on a collection", req.method))
-            }
+            (_, Target::Collection(_)) => Reply::error(
+                405,
+                format!("{} is not allowed on a collection", req.method),
+            ),
             (_, Target::One(..)) => {
                 Reply::error(405, format!("{} is not allowed on a resource", req.method))
             }
@@ -323,7 +327,10 @@ impl AdminApi {
         if body.get(kind.id_key()).is_some() {
             return Reply::error(
                 400,
-                format!("{}: not allowed with POST (PUT to a path with the id instead)", kind.id_key()),
+                format!(
+                    "{}: not allowed with POST (PUT to a path with the id instead)",
+                    kind.id_key()
+                ),
             );
         }
         let id = self.next_id();
@@ -350,7 +357,10 @@ impl AdminApi {
             return Reply::error(400, e);
         }
         if value_id(kind, &value).as_deref() != Some(id) {
-            return Reply::error(400, format!("{}: cannot be changed by PATCH", kind.id_key()));
+            return Reply::error(
+                400,
+                format!("{}: cannot be changed by PATCH", kind.id_key()),
+            );
         }
         if let Value::Object(obj) = &mut value {
             stamp(obj, Some(existing));

@@ -54,12 +54,21 @@ mod tests {
 
     #[test]
     fn keys_are_masked_everything_else_kept() {
-        let c = masked(Kind::Certificates, &json!({"id": "c", "cert": "C", "key": "K"}));
+        let c = masked(
+            Kind::Certificates,
+            &json!({"id": "c", "cert": "C", "key": "K"}),
+        );
         assert_eq!(c, json!({"id": "c", "cert": "C", "key": MASK}));
         let u = json!({"username": "a", "plugins": {"key-auth": {"key": "s3cret"}}});
-        assert_eq!(masked(Kind::Consumers, &u)["plugins"]["key-auth"]["key"], MASK);
+        assert_eq!(
+            masked(Kind::Consumers, &u)["plugins"]["key-auth"]["key"],
+            MASK
+        );
         let r = json!({"id": "r", "upstream": {"tls": {"client_cert": "C", "client_key": "K"}}});
-        assert_eq!(masked(Kind::Routes, &r)["upstream"]["tls"]["client_key"], MASK);
+        assert_eq!(
+            masked(Kind::Routes, &r)["upstream"]["tls"]["client_key"],
+            MASK
+        );
         let u = json!({"id": "u", "tls": {"client_key": "K"}});
         assert_eq!(masked(Kind::Upstreams, &u)["tls"]["client_key"], MASK);
         let plain = json!({"id": "u", "nodes": {"a:1": 1}});

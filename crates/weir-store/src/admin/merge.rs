@@ -64,7 +64,11 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
             (
@@ -73,13 +77,17 @@ mod tests {
                 json!({"a":{"b":"d"}}),
             ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!(["a","b"]), json!(["c","d"]), json!(["c","d"])),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
             (json!({"a":"b"}), json!(["c"]), json!(["c"])),
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1,2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (mut target, patch, want) in cases {
             merge_patch(&mut target, &patch);
@@ -91,7 +99,10 @@ mod tests {
     fn sub_path_replacement() {
         let mut v = json!({"upstream": {"nodes": {"a:1": 1}, "type": "roundrobin"}});
         replace_at(&mut v, &["upstream", "nodes"], json!({"b:2": 1})).unwrap();
-        assert_eq!(v, json!({"upstream": {"nodes": {"b:2": 1}, "type": "roundrobin"}}));
+        assert_eq!(
+            v,
+            json!({"upstream": {"nodes": {"b:2": 1}, "type": "roundrobin"}})
+        );
         replace_at(&mut v, &["plugins", "key-auth"], json!({})).unwrap();
         assert_eq!(v["plugins"], json!({"key-auth": {}}));
         replace_at(&mut v, &["upstream", "type"], Value::Null).unwrap();

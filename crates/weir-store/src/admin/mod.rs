@@ -57,7 +57,10 @@ impl AdminApi {
     /// without the right key), or `None`.
     pub fn gate(&self, client: Option<IpAddr>, api_key: Option<&[u8]>) -> Option<Reply> {
         if !allowed(&self.allow, client) {
-            return Some(Reply::error(403, "client address is not allowed (admin.allow_admin)"));
+            return Some(Reply::error(
+                403,
+                "client address is not allowed (admin.allow_admin)",
+            ));
         }
         match api_key {
             Some(k) if self.key.matches(k) => None,
@@ -109,7 +112,12 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
-            Err(e) => return Err(Reply::error(400, format!("cannot read the request body: {e}"))),
+            Err(e) => {
+                return Err(Reply::error(
+                    400,
+                    format!("cannot read the request body: {e}"),
+                ))
+            }
         }
     }
 }
@@ -158,7 +166,11 @@ impl ServeHttp for AdminApi {
             if reply.status < 300 {
                 log::info!("admin: {method} {path} from {who}: {}", reply.status);
             } else {
-                let msg = reply.body.get("error_msg").and_then(|m| m.as_str()).unwrap_or("");
+                let msg = reply
+                    .body
+                    .get("error_msg")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("");
                 log::warn!("admin: {method} {path} from {who}: {} {msg}", reply.status);
             }
         }

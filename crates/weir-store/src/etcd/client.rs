@@ -31,13 +31,13 @@ use hyper_openssl::client::legacy::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslConnector, SslConnectorBuilder, SslMethod, SslVerifyMode};
-use tonic::transport::channel::Change;
-use tonic::transport::Endpoint;
 use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
+use tonic::transport::channel::Change;
+use tonic::transport::Endpoint;
 use weir_config::{EtcdSource, EtcdTls};
 
 /// The HTTP/2 ping interval of a connection with an open watch (etcd's server refuses pings
@@ -273,7 +273,13 @@ impl BalancedChannelBuilder for Dialer {
     fn balanced_channel(
         self,
         buffer: usize,
-    ) -> Result<(Channel, tokio::sync::mpsc::Sender<Change<http::Uri, Endpoint>>), Self::Error> {
+    ) -> Result<
+        (
+            Channel,
+            tokio::sync::mpsc::Sender<Change<http::Uri, Endpoint>>,
+        ),
+        Self::Error,
+    > {
         let Some(ssl) = self.tls else {
             let (channel, tx) = tonic::transport::Channel::balance_channel(buffer);
             return Ok((Channel::Tonic(channel), tx));
@@ -283,7 +289,8 @@ impl BalancedChannelBuilder for Dialer {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.timeout));
-        let https = HttpsConnector::with_connector(http, ssl).map_err(|e| invalid(e.to_string()))?;
+        let https =
+            HttpsConnector::with_connector(http, ssl).map_err(|e| invalid(e.to_string()))?;
         let endpoint = Endpoint::from_shared(self.url)
             .map_err(|e| invalid(e.to_string()))?
             .timeout(self.timeout)

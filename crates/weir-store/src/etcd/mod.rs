@@ -279,7 +279,10 @@ impl EtcdSource {
         }
         loop {
             let mut watch = conn.watch(&range, from + 1).await?;
-            info!("etcd {endpoint}: watching {range} from revision {}", from + 1);
+            info!(
+                "etcd {endpoint}: watching {range} from revision {}",
+                from + 1
+            );
             loop {
                 let item = tokio::select! {
                     r = shutdown.changed() => {
@@ -380,9 +383,10 @@ impl EtcdSource {
                 }
             }
         }
-        Err(StoreError::Unavailable(
-            last.map_or_else(|| "etcd: no endpoints".into(), |e| e.to_string()),
-        ))
+        Err(StoreError::Unavailable(last.map_or_else(
+            || "etcd: no endpoints".into(),
+            |e| e.to_string(),
+        )))
     }
 }
 
@@ -403,7 +407,11 @@ impl WriteOp<'_> {
 
 #[async_trait]
 impl BackgroundService for EtcdSource {
-    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         self.run(shutdown, Some(ready)).await;
     }
 }
@@ -442,9 +450,12 @@ impl Backend for EtcdSource {
         let revision = self.write(&op).await?;
         // Live here before the answer: wait for this instance's watch to apply the write.
         let mut applied = self.applied.subscribe();
-        let seen = tokio::time::timeout(self.cfg.timeout, applied.wait_for(|r| *r >= revision)).await;
+        let seen =
+            tokio::time::timeout(self.cfg.timeout, applied.wait_for(|r| *r >= revision)).await;
         if !matches!(seen, Ok(Ok(_))) {
-            warn!("etcd {key}: written at revision {revision}, not yet seen by this instance's watch");
+            warn!(
+                "etcd {key}: written at revision {revision}, not yet seen by this instance's watch"
+            );
         }
         Ok(())
     }

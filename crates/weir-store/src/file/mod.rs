@@ -52,7 +52,12 @@ pub struct FileSource {
 
 impl FileSource {
     /// A source for `path`, whose content `text` was loaded as `running` and is in force.
-    pub fn new(path: impl Into<PathBuf>, text: String, running: Config, sink: Arc<dyn Sink>) -> Self {
+    pub fn new(
+        path: impl Into<PathBuf>,
+        text: String,
+        running: Config,
+        sink: Arc<dyn Sink>,
+    ) -> Self {
         let doc = weir_config::yaml_to_value(&text).unwrap_or_default();
         let watch = match running.config_source {
             weir_config::ConfigSource::File { watch } => watch,
@@ -219,7 +224,11 @@ impl FileSource {
 
 #[async_trait]
 impl BackgroundService for FileSource {
-    async fn start_with_ready_notifier(&self, shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         self.run(shutdown, Some(ready)).await;
     }
 }
@@ -259,7 +268,8 @@ impl Backend for FileSource {
         _change: &Change,
         resulting: &ResourceSet,
     ) -> Result<(), StoreError> {
-        let unavailable = |e: String| StoreError::Unavailable(format!("{}: {e}", self.path.display()));
+        let unavailable =
+            |e: String| StoreError::Unavailable(format!("{}: {e}", self.path.display()));
         let text = std::fs::read_to_string(&self.path).map_err(|e| unavailable(e.to_string()))?;
         let doc = weir_config::yaml_to_value(&text).map_err(StoreError::Invalid)?;
         if ResourceSet::from_document(&doc) != base.set {
