@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use weir_testkit::{
-    reserve_port, wait_for, AdminClient, Backend, Etcd, PortReservation, WeirProcess,
+    reserve_port, wait_for, AdminClient, Backend, Etcd, PortReservation, RequestStream, WeirProcess,
 };
 
 const KEY: &str = "etcd-test-admin-key";
@@ -123,6 +123,9 @@ fn loads_what_is_valid_skips_the_rest_and_follows_the_watch() {
 
     let w = Instance::start("load", &[etcd.endpoint()]);
     assert!(w.serves("/a", 200, "a"), "{}", w.weir.log());
+    // A value stored without its id reads with the key's.
+    let (s, v) = w.admin().get("upstreams/u");
+    assert_eq!((s, &v["value"]["id"]), (200, &json!("u")), "{v}");
     assert_eq!(w.get("/dep").0, 404);
     assert_eq!(w.get("/other").0, 404);
     for line in [
@@ -305,4 +308,61 @@ fn watch_updates_keep_the_round_robin_cycle_of_unchanged_upstreams() {
     }
     seen.sort();
     assert_eq!(seen, ["a", "b", "c"]);
+}
+
+#[test]
+fn no_request_fails_while_100_writes_land_through_etcd() {
+    let backends: Vec<Backend> = (0..4).map(|i| Backend::start(&format!("n{i}"))).collect();
+    let etcd = Etcd::start();
+    put(
+        &etcd,
+        "/weir/upstreams/u",
+        &json!({"nodes": node(&backends[0])}),
+    );
+    put(
+        &etcd,
+        "/weir/routes/r",
+        &json!({"uri": "/*", "upstream_id": "u"}),
+    );
+    let one = Instance::start("steady-1", &[etcd.endpoint()]);
+    let two = Instance::start("steady-2", &[etcd.endpoint()]);
+    assert!(one.serves("/", 200, "n0") && two.serves("/", 200, "n0"));
+    // Requests to both instances; writes through one of them.
+    let streams =
+        [&one, &two].map(|w| RequestStream::start(([127, 0, 0, 1], w.weir.port).into(), "/", None));
+    let mut admin = one.admin();
+    for s in &streams {
+        s.more(20);
+    }
+    for i in 0..100 {
+        let (s, v) = match i % 4 {
+            0 => {
+                let mut n = serde_json::Map::new();
+                for b in backends.iter().take(1 + i % 3) {
+                    n.insert(b.addr.to_string(), json!(1));
+                }
+                admin.patch("upstreams/u", &json!({"nodes": n}))
+            }
+            1 => admin.put(
+                &format!("routes/extra{i}"),
+                &json!({"uri": format!("/extra/{i}"), "upstream_id": "u"}),
+            ),
+            2 => {
+                let lb = ["roundrobin", "least_conn", "ewma"][i % 3];
+                admin.put(
+                    "upstreams/u",
+                    &json!({"nodes": node(&backends[i % 4]), "type": lb}),
+                )
+            }
+            _ => admin.put(
+                &format!("upstreams/spare{i}"),
+                &json!({"nodes": node(&backends[3])}),
+            ),
+        };
+        assert!(s == 200 || s == 201, "write {i}: {s} {v}");
+    }
+    for s in streams {
+        s.more(20);
+        s.finish_clean();
+    }
 }

@@ -188,8 +188,8 @@ impl ResourceSet {
 }
 
 /// `v` with its id member: kept when present (validation compares it with the key), the key's
-/// id otherwise (as a string).
-fn with_id(kind: Kind, id: &str, v: &Value) -> Value {
+/// id otherwise (as a string, first).
+pub(crate) fn with_id(kind: Kind, id: &str, v: &Value) -> Value {
     match v {
         Value::Object(m) if !m.contains_key(kind.id_key()) && !id.starts_with('#') => {
             let mut m2 = Map::with_capacity(m.len() + 1);

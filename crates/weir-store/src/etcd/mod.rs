@@ -1,6 +1,6 @@
 //! The etcd source: resources under `<prefix>/<kind>/<id>` in etcd, each value the resource's
-//! JSON (an `id` inside is optional and must equal the key's), shared by every instance that
-//! reads the same prefix. See `docs/etcd.md`.
+//! JSON (an `id` inside is optional and must equal the key's; the key's is filled in), shared by
+//! every instance that reads the same prefix. See `docs/etcd.md`.
 //!
 //! - Start-up: the prefix is read in pages at one revision and settled
 //!   ([`Validator::settle`]): invalid entries, and those depending on them, are skipped with
@@ -16,7 +16,7 @@
 
 pub mod client;
 
-use crate::set::{Kind, ResourceSet};
+use crate::set::{with_id, Kind, ResourceSet};
 use crate::source::{Backend, Base, Change, Sink, StoreError};
 use crate::validate::{Outcome, Rejection, Validator};
 use async_trait::async_trait;
@@ -150,7 +150,7 @@ impl EtcdSource {
                 .and_then(|(kind, id)| Ok((kind, id, Self::parse_value(&kv.value)?)));
             match parsed {
                 Ok((kind, id, v)) => {
-                    stored.put(kind, id, v);
+                    stored.put(kind, id, with_id(kind, id, &v));
                 }
                 Err(e) => error!("etcd key {}: {e}; skipped", kv.key),
             }
@@ -177,7 +177,7 @@ impl EtcdSource {
             match ev {
                 Event::Put(kv) => match Self::parse_value(&kv.value) {
                     Ok(v) => {
-                        stored.put(kind, id, v);
+                        stored.put(kind, id, with_id(kind, id, &v));
                     }
                     Err(e) => {
                         error!("etcd key {key}: {e}; it keeps its previous value");
