@@ -264,7 +264,17 @@ pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {
                     .and_then(|u| u.authority().map(|a| a.port_u16().is_some()))
                     .unwrap_or(false);
                 if !ok {
-                    cx.err(xp, format!("must be http(s)://host:port, got {s:?}"));
+                    let shown = crate::discovery::mask_userinfo(s);
+                    cx.err(xp, format!("must be http(s)://host:port, got {shown:?}"));
+                    return None;
+                }
+                // Credentials in a URL end up in logs; never quote them.
+                if s.parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+                    .unwrap_or(false)
+                {
+                    cx.err(xp, "must not contain credentials (use user and password)");
                     return None;
                 }
                 Some(s.trim_end_matches('/').to_owned())

@@ -9,6 +9,8 @@
 //!   and on SIGHUP; Admin API writes rewrite its resource sections atomically.
 //! - [`etcd::EtcdSource`]: resources under `<prefix>/<kind>/<id>` in etcd, read in pages,
 //!   watched, and written by the Admin API of every instance.
+//! - [`memory::MemorySource`]: resources given as YAML text, kept in memory (Admin API writes
+//!   apply at once and are not persisted).
 //! - [`admin::AdminApi`]: the APISIX-compatible Admin API over either source ([`Backend`]).
 //!
 //! Validation is always of the whole set ([`Validator`]), so a write is checked against every
@@ -17,6 +19,7 @@
 pub mod admin;
 pub mod etcd;
 pub mod file;
+pub mod memory;
 mod set;
 mod source;
 mod validate;

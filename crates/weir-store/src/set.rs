@@ -86,6 +86,39 @@ pub fn value_id(kind: Kind, v: &Value) -> Option<String> {
     }
 }
 
+/// The resources `v` (a resource of `kind`) refers to by id: a route's `service_id` and
+/// `upstream_id`, the certificates an upstream (standalone or inline) uses.
+pub fn references(kind: Kind, v: &Value) -> Vec<(Kind, String)> {
+    let text = |v: Option<&Value>| match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    if matches!(kind, Kind::Routes | Kind::Services) {
+        out.extend(text(v.get("upstream_id")).map(|i| (Kind::Upstreams, i)));
+    }
+    if kind == Kind::Routes {
+        out.extend(text(v.get("service_id")).map(|i| (Kind::Services, i)));
+    }
+    let upstream = match kind {
+        Kind::Upstreams => Some(v),
+        Kind::Routes | Kind::Services => v.get("upstream"),
+        _ => None,
+    };
+    if let Some(u) = upstream {
+        out.extend(text(u.get("client_certificate")).map(|i| (Kind::Certificates, i)));
+        out.extend(
+            text(u.get("tls").and_then(|t| t.get("client_cert_id")))
+                .map(|i| (Kind::Certificates, i)),
+        );
+        for c in u.get("ca_certificates").and_then(Value::as_array).into_iter().flatten() {
+            out.extend(text(Some(c)).map(|i| (Kind::CaCertificates, i)));
+        }
+    }
+    out
+}
+
 /// Resources by kind, each kind in a stable order (first stored first), each value carrying
 /// its id.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -67,6 +67,8 @@ impl Change {
 pub struct Base {
     pub set: ResourceSet,
     pub validator: Validator,
+    /// The store's revision `set` was read at (etcd), 0 where there is none.
+    pub revision: i64,
 }
 
 /// Why a source could not read or store.
@@ -77,6 +79,8 @@ pub enum StoreError {
     Invalid(ConfigErrors),
     /// The store could not be reached or refused the operation.
     Unavailable(String),
+    /// Someone else changed the store since the write was validated; nothing was written.
+    Conflict(String),
 }
 
 impl fmt::Display for StoreError {
@@ -85,7 +89,7 @@ impl fmt::Display for StoreError {
             StoreError::Invalid(e) => {
                 write!(f, "the stored configuration is invalid: {}", e.joined())
             }
-            StoreError::Unavailable(e) => f.write_str(e),
+            StoreError::Unavailable(e) | StoreError::Conflict(e) => f.write_str(e),
         }
     }
 }

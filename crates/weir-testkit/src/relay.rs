@@ -24,22 +24,23 @@ impl TcpRelay {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(client) = conn else { continue };
-                if c.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
                 let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(5)) else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                if let Ok(mut open) = o.lock() {
-                    for s in [&client, &server] {
-                        if let Ok(clone) = s.try_clone() {
-                            open.push(clone);
-                        }
+                // Checked and registered under the lock `cut` takes: a connection is either
+                // refused or closed by the cut, never missed by it.
+                let Ok(mut open) = o.lock() else { continue };
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                for s in [&client, &server] {
+                    if let Ok(clone) = s.try_clone() {
+                        open.push(clone);
                     }
                 }
+                drop(open);
                 pipe(&client, &server);
                 pipe(&server, &client);
             }
@@ -59,8 +60,8 @@ impl TcpRelay {
 
     /// Close every relayed connection and refuse new ones until [`restore`](Self::restore).
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
         if let Ok(mut open) = self.open.lock() {
+            self.cut.store(true, Ordering::SeqCst);
             for s in open.drain(..) {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }

@@ -64,7 +64,7 @@ pub struct ServerUrl {
 
 /// `s` with any `user:password@` of its authority replaced by `******@`: URLs are quoted in
 /// errors, and a password must never be.
-fn mask_userinfo(s: &str) -> String {
+pub(crate) fn mask_userinfo(s: &str) -> String {
     let start = s.find("://").map_or(0, |i| i + 3);
     let end = s[start..]
         .find(['/', '?', '#'])

@@ -27,17 +27,19 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// Whether `client` may call the Admin API under `allow` (empty: everyone who can reach it).
-/// An IPv4 client on an IPv6 socket (`::ffff:127.0.0.1`) is matched as IPv4.
+/// An IPv4 client on an IPv6 socket (`::ffff:127.0.0.1`) matches in either form.
 pub fn allowed(allow: &[IpNet], client: Option<IpAddr>) -> bool {
     if allow.is_empty() {
         return true;
     }
     let Some(ip) = client else { return false };
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
     };
-    allow.iter().any(|n| n.contains(&ip))
+    allow
+        .iter()
+        .any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)))
 }
 
 #[cfg(test)]
@@ -62,5 +64,7 @@ mod tests {
         assert!(!allowed(&allow, Some("127.0.1.1".parse().unwrap())));
         assert!(!allowed(&allow, None));
         assert!(allowed(&[], None));
+        let v6: Vec<IpNet> = vec!["::ffff:0:0/96".parse().unwrap()];
+        assert!(allowed(&v6, Some("::ffff:10.1.2.3".parse().unwrap())));
     }
 }

@@ -3,7 +3,8 @@
 //! its shapes (`{"key", "value"}`, `{"total", "list"}`), errors as `{"error_msg"}`.
 
 use super::merge::{merge_patch, replace_at};
-use super::{mask::masked, AdminApi};
+use super::mask::{masked, unmask};
+use super::AdminApi;
 use crate::set::{value_id, Kind, ResourceSet};
 use crate::source::{Base, Change, StoreError};
 use crate::validate::located;
@@ -109,6 +110,7 @@ fn store_error(e: &StoreError) -> Reply {
     match e {
         StoreError::Invalid(_) => Reply::error(409, e.to_string()),
         StoreError::Unavailable(_) => Reply::error(503, e.to_string()),
+        StoreError::Conflict(_) => Reply::error(409, e.to_string()),
     }
 }
 
@@ -304,7 +306,10 @@ impl AdminApi {
         }
         stamp(&mut obj, existing);
         let status = if existing.is_some() { 200 } else { 201 };
-        let value = Value::Object(obj);
+        let mut value = Value::Object(obj);
+        if let Err(e) = unmask(kind, &mut value, existing) {
+            return Reply::error(400, e);
+        }
         let change = Change::Put {
             kind,
             id: id.to_owned(),
@@ -364,6 +369,9 @@ impl AdminApi {
         }
         if let Value::Object(obj) = &mut value {
             stamp(obj, Some(existing));
+        }
+        if let Err(e) = unmask(kind, &mut value, Some(existing)) {
+            return Reply::error(400, e);
         }
         let change = Change::Put {
             kind,

@@ -24,6 +24,39 @@ pub fn masked(kind: Kind, value: &Value) -> Value {
     v
 }
 
+/// Where a resource of `kind` keeps its secrets.
+fn secret_paths(kind: Kind) -> &'static [&'static [&'static str]] {
+    match kind {
+        Kind::Certificates => &[&["key"]],
+        Kind::Consumers => &[&["plugins", "key-auth", "key"]],
+        Kind::Upstreams => &[&["tls", "client_key"]],
+        Kind::Routes | Kind::Services => &[&["upstream", "tls", "client_key"]],
+        Kind::CaCertificates => &[],
+    }
+}
+
+/// Put the stored secrets back where a client sent [`MASK`] (it read the resource and wrote
+/// it back): a masked value never replaces a real key. A mask with no stored secret behind it
+/// is an error naming the member.
+pub fn unmask(kind: Kind, value: &mut Value, stored: Option<&Value>) -> Result<(), String> {
+    for path in secret_paths(kind) {
+        let pointer: String = path.iter().map(|p| format!("/{p}")).collect();
+        if value.pointer(&pointer).and_then(Value::as_str) != Some(MASK) {
+            continue;
+        }
+        let Some(real) = stored.and_then(|s| s.pointer(&pointer)).cloned() else {
+            return Err(format!(
+                "{}: is the mask {MASK:?}, and there is no stored value it stands for",
+                path.join(".")
+            ));
+        };
+        if let Some(slot) = value.pointer_mut(&pointer) {
+            *slot = real;
+        }
+    }
+    Ok(())
+}
+
 /// An upstream's inline client key (APISIX's `tls.client_key`).
 fn hide_upstream(u: &mut Value) {
     hide(u, &["tls", "client_key"]);
@@ -51,6 +84,20 @@ fn hide(v: &mut Value, path: &[&str]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_mask_written_back_keeps_the_stored_secret() {
+        let stored = json!({"username": "a", "plugins": {"key-auth": {"key": "s3cret"}}});
+        let mut back = masked(Kind::Consumers, &stored);
+        unmask(Kind::Consumers, &mut back, Some(&stored)).unwrap();
+        assert_eq!(back, stored);
+        let mut new = json!({"username": "b", "plugins": {"key-auth": {"key": MASK}}});
+        let e = unmask(Kind::Consumers, &mut new, None).unwrap_err();
+        assert!(e.starts_with("plugins.key-auth.key: "), "{e}");
+        let mut changed = json!({"id": "c", "cert": "C2", "key": "K2"});
+        unmask(Kind::Certificates, &mut changed, Some(&json!({"key": "K"}))).unwrap();
+        assert_eq!(changed["key"], "K2");
+    }
 
     #[test]
     fn keys_are_masked_everything_else_kept() {

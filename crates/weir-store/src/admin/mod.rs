@@ -92,6 +92,25 @@ fn render(reply: &Reply) -> Response<Vec<u8>> {
     resp
 }
 
+/// How much of a refused body is read and dropped before the 413, so that a client still
+/// sending it reads the answer instead of a connection reset; and for how long.
+const DISCARD_MAX: usize = 8 * MAX_BODY;
+const DISCARD_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Read and drop what is left of a refused body, up to [`DISCARD_MAX`] bytes or
+/// [`DISCARD_TIME`].
+async fn discard(session: &mut ServerSession, mut read: usize) {
+    let drain = async {
+        while read <= DISCARD_MAX {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+}
+
 /// Read the whole body, or the 413 / 400 answer when it is too large or broken.
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     let too_large = || Reply::error(413, format!("request body is larger than {MAX_BODY} bytes"));
@@ -100,6 +119,9 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        if declared.is_some_and(|n| n <= DISCARD_MAX as u64) {
+            discard(session, 0).await;
+        }
         return Err(too_large());
     }
     let mut body = Vec::new();
@@ -107,6 +129,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
+                    discard(session, body.len() + chunk.len()).await;
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);

@@ -372,7 +372,19 @@ impl EtcdConn {
             let password = cfg.password.as_ref().map(|p| p.expose()).unwrap_or("");
             options = options.with_user(user.as_str(), password);
         }
-        let tls = match &cfg.tls {
+        // `https://` without a `tls` block: TLS verified against the system's trust store.
+        let default_tls = EtcdTls {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify: true,
+        };
+        let tls = match (&cfg.tls, endpoint.starts_with("https://")) {
+            (Some(tls), _) => Some(tls),
+            (None, true) => Some(&default_tls),
+            (None, false) => None,
+        };
+        let tls = match tls {
             Some(tls) => Some(tls_config(tls).map_err(|e| err("connect", format!("tls: {e}")))?),
             None => None,
         };
@@ -576,6 +588,46 @@ impl EtcdConn {
         .map_err(|e| self.error(&op, e))?;
         match resp.header() {
             Some(h) => Ok(h.revision()),
+            None => Err(self.error(&op, "response without a revision")),
+        }
+    }
+
+    /// Write `key` (`Some(value)`: put, `None`: delete) only if nothing under `prefix` was
+    /// created or changed after revision `since`, every key of `existing` still exists, and
+    /// (with `create`) `key` does not exist yet: one etcd transaction. `Ok(Some(revision))`
+    /// when written, `Ok(None)` when a condition failed (a concurrent write elsewhere).
+    pub async fn write_if(
+        &mut self,
+        prefix: &str,
+        since: i64,
+        existing: &[String],
+        create: bool,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<Option<i64>, EtcdError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let op = format!("write {key}");
+        let mut when = vec![Compare::mod_revision(range_start(prefix), CompareOp::Less, since + 1)
+            .with_range(prefix_end(prefix.as_bytes()))];
+        for k in existing {
+            when.push(Compare::version(k.as_str(), CompareOp::Greater, 0));
+        }
+        if create {
+            when.push(Compare::create_revision(key, CompareOp::Equal, 0));
+        }
+        let then = match value {
+            Some(v) => TxnOp::put(key, v, None),
+            None => TxnOp::delete(key, None),
+        };
+        let txn = Txn::new().when(when).and_then(vec![then]);
+        let resp = bounded(self.timeout, self.kv.txn(txn))
+            .await
+            .map_err(|e| self.error(&op, e))?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        match resp.header() {
+            Some(h) => Ok(Some(h.revision())),
             None => Err(self.error(&op, "response without a revision")),
         }
     }

@@ -16,7 +16,7 @@
 
 pub mod client;
 
-use crate::set::{with_id, Kind, ResourceSet};
+use crate::set::{references, with_id, Kind, ResourceSet};
 use crate::source::{Backend, Base, Change, Sink, StoreError};
 use crate::validate::{Outcome, Rejection, Validator};
 use async_trait::async_trait;
@@ -59,7 +59,7 @@ pub struct EtcdSource {
     reachable: Arc<AtomicBool>,
     /// The revision applied locally, for writes that wait to be live.
     applied: tokio::sync::watch::Sender<i64>,
-    writer: tokio::sync::Mutex<Option<EtcdConn>>,
+    writer: tokio::sync::Mutex<Writer>,
 }
 
 /// Why a session with etcd ended.
@@ -78,7 +78,7 @@ impl EtcdSource {
             state: Mutex::new(State::default()),
             reachable: Arc::new(AtomicBool::new(false)),
             applied: tokio::sync::watch::Sender::new(0),
-            writer: tokio::sync::Mutex::new(None),
+            writer: tokio::sync::Mutex::new(Writer::default()),
         }
     }
 
@@ -155,7 +155,23 @@ impl EtcdSource {
                 Err(e) => error!("etcd key {}: {e}; skipped", kv.key),
             }
         }
-        self.settle_and_apply(stored, listing.revision, None);
+        // Resources keep the order they had (new ones after them), so a re-read validates in
+        // the same document order as the watch did.
+        let previous = Arc::clone(&self.lock().live);
+        let mut ordered = ResourceSet::new();
+        for kind in Kind::ALL {
+            for (id, _) in previous.list(kind) {
+                if let Some(v) = stored.get(kind, id) {
+                    ordered.put(kind, id, v.clone());
+                }
+            }
+            for (id, v) in stored.list(kind) {
+                if ordered.get(kind, id).is_none() {
+                    ordered.put(kind, id, v.clone());
+                }
+            }
+        }
+        self.settle_and_apply(ordered, listing.revision, None);
     }
 
     /// Apply one watch batch to the stored set, settle and apply it.
@@ -262,6 +278,7 @@ impl EtcdSource {
         endpoint: &str,
         shutdown: &mut ShutdownWatch,
         ready: &mut Option<ServiceReadyNotifier>,
+        watched: &mut bool,
     ) -> Result<End, EtcdError> {
         let mut conn = EtcdConn::connect(&self.cfg, endpoint).await?;
         let range = self.range();
@@ -279,6 +296,7 @@ impl EtcdSource {
         }
         loop {
             let mut watch = conn.watch(&range, from + 1).await?;
+            *watched = true;
             info!(
                 "etcd {endpoint}: watching {range} from revision {}",
                 from + 1
@@ -317,6 +335,24 @@ impl EtcdSource {
     /// endpoints. `ready` is notified after the first read, or after the first failed attempt
     /// (the proxy then serves an empty set while this keeps trying).
     pub async fn run(&self, mut shutdown: ShutdownWatch, ready: Option<ServiceReadyNotifier>) {
+        // SIGHUP reloads the file source; here resources are always live, and without a
+        // handler the signal would end the process.
+        let hup = tokio::spawn(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::hangup()) {
+                Ok(mut s) => {
+                    while s.recv().await.is_some() {
+                        info!("SIGHUP: resources come from etcd and are always live; nothing to reload (process settings need a restart)");
+                    }
+                }
+                Err(e) => warn!("cannot handle SIGHUP: {e}"),
+            }
+        });
+        self.follow(&mut shutdown, ready).await;
+        hup.abort();
+    }
+
+    async fn follow(&self, shutdown: &mut ShutdownWatch, ready: Option<ServiceReadyNotifier>) {
         let mut ready = ready;
         let mut backoff = BACKOFF_START;
         let endpoints = self.cfg.endpoints.clone();
@@ -327,13 +363,14 @@ impl EtcdSource {
                 return;
             };
             let had = self.revision();
-            match self.session(endpoint, &mut shutdown, &mut ready).await {
+            let mut watched = false;
+            match self.session(endpoint, shutdown, &mut ready, &mut watched).await {
                 Ok(End::Shutdown) => return,
                 Err(e) => {
                     self.reachable.store(false, Ordering::Relaxed);
                     self.lock().last_error = Some(e.to_string());
-                    if self.revision() != had {
-                        // The session made progress: start the backoff over.
+                    if watched {
+                        // The session got as far as watching: start the backoff over.
                         backoff = BACKOFF_START;
                     }
                     if had == 0 && self.revision() == 0 {
@@ -359,26 +396,35 @@ impl EtcdSource {
         }
     }
 
-    /// A connection for writes, made on first use and replaced when it fails.
-    async fn write(&self, op: &WriteOp<'_>) -> Result<i64, StoreError> {
+    /// Run `op` on the connection for writes: made on first use, replaced when it fails, the
+    /// next endpoint tried after a failed one (every endpoint once, plus one retry for a
+    /// cached connection that went stale).
+    async fn write(&self, op: &WriteOp<'_>) -> Result<Option<i64>, StoreError> {
         let mut guard = self.writer.lock().await;
+        let n = self.cfg.endpoints.len();
         let mut last = None;
-        for attempt in 0..self.cfg.endpoints.len().max(1) {
-            if guard.is_none() {
-                let ep = &self.cfg.endpoints[attempt % self.cfg.endpoints.len()];
+        for _ in 0..=n {
+            if guard.conn.is_none() {
+                let Some(ep) = self.cfg.endpoints.get(guard.next % n.max(1)) else {
+                    break;
+                };
                 match EtcdConn::connect(&self.cfg, ep).await {
-                    Ok(c) => *guard = Some(c),
+                    Ok(c) => guard.conn = Some(c),
                     Err(e) => {
+                        guard.next = guard.next.wrapping_add(1);
                         last = Some(e);
                         continue;
                     }
                 }
             }
-            let Some(conn) = guard.as_mut() else { continue };
-            match op.run(conn).await {
+            let Some(conn) = guard.conn.as_mut() else {
+                continue;
+            };
+            match op.run(conn, &self.range()).await {
                 Ok(rev) => return Ok(rev),
                 Err(e) => {
-                    *guard = None;
+                    guard.conn = None;
+                    guard.next = guard.next.wrapping_add(1);
                     last = Some(e);
                 }
             }
@@ -390,18 +436,33 @@ impl EtcdSource {
     }
 }
 
-/// One write to etcd.
-enum WriteOp<'a> {
-    Put(&'a str, Vec<u8>),
-    Delete(&'a str),
+/// The connection Admin API writes use, and the endpoint to try next.
+#[derive(Default)]
+struct Writer {
+    conn: Option<EtcdConn>,
+    next: usize,
+}
+
+/// One conditional write to etcd (see [`EtcdConn::write_if`]).
+struct WriteOp<'a> {
+    key: &'a str,
+    value: Option<Vec<u8>>,
+    since: i64,
+    existing: Vec<String>,
+    create: bool,
 }
 
 impl WriteOp<'_> {
-    async fn run(&self, conn: &mut EtcdConn) -> Result<i64, EtcdError> {
-        match self {
-            WriteOp::Put(k, v) => conn.put(k, v).await,
-            WriteOp::Delete(k) => conn.delete(k).await,
-        }
+    async fn run(&self, conn: &mut EtcdConn, range: &str) -> Result<Option<i64>, EtcdError> {
+        conn.write_if(
+            range,
+            self.since,
+            &self.existing,
+            self.create,
+            self.key,
+            self.value.as_deref(),
+        )
+        .await
     }
 }
 
@@ -422,32 +483,59 @@ impl Backend for EtcdSource {
         Arc::clone(&self.lock().live)
     }
 
+    /// The set in force, refused while this instance does not follow etcd (before the first
+    /// read, or while the watch is down): a write must not be validated against stale data.
     async fn base(&self) -> Result<Base, StoreError> {
+        let st = self.lock();
+        if st.revision == 0 || !self.reachable() {
+            return Err(StoreError::Unavailable(
+                "etcd is not reachable from this instance; writes are refused until it is".into(),
+            ));
+        }
         Ok(Base {
-            set: (*self.current()).clone(),
+            set: (*st.live).clone(),
             validator: self.validator.clone(),
+            revision: st.revision,
         })
     }
 
+    /// One etcd transaction: the write happens only if nothing under the prefix changed since
+    /// the revision it was validated at, what it references still exists, and a new key was
+    /// not created meanwhile. Otherwise 409: another instance (or etcdctl) wrote first.
     async fn commit(
         &self,
-        _base: &Base,
+        base: &Base,
         change: &Change,
         _resulting: &ResourceSet,
     ) -> Result<(), StoreError> {
-        let key = self.key_of(change.kind(), change.id());
-        let value = match change {
-            Change::Put { value, .. } => Some(
-                serde_json::to_vec(value)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot encode: {e}")))?,
+        let (kind, id) = (change.kind(), change.id());
+        let key = self.key_of(kind, id);
+        let (value, existing) = match change {
+            Change::Put { value, .. } => (
+                Some(
+                    serde_json::to_vec(value)
+                        .map_err(|e| StoreError::Unavailable(format!("cannot encode: {e}")))?,
+                ),
+                references(kind, value)
+                    .into_iter()
+                    .map(|(k, i)| self.key_of(k, &i))
+                    .collect(),
             ),
-            Change::Delete { .. } => None,
+            Change::Delete { .. } => (None, Vec::new()),
         };
-        let op = match value {
-            Some(v) => WriteOp::Put(&key, v),
-            None => WriteOp::Delete(&key),
+        let op = WriteOp {
+            key: &key,
+            value,
+            since: base.revision,
+            existing,
+            create: base.set.get(kind, id).is_none() && matches!(change, Change::Put { .. }),
         };
-        let revision = self.write(&op).await?;
+        let Some(revision) = self.write(&op).await? else {
+            return Err(StoreError::Conflict(format!(
+                "{key} was not written: the configuration in etcd changed since revision {} (another instance or a direct write); read it again and retry",
+                base.revision
+            )));
+        };
         // Live here before the answer: wait for this instance's watch to apply the write.
         let mut applied = self.applied.subscribe();
         let seen =

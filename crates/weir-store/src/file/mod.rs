@@ -35,6 +35,8 @@ struct State {
     /// The resources in force and the settings they were validated under.
     set: Arc<ResourceSet>,
     validator: Validator,
+    /// Whether `set` is `text`'s (false after `text` was rejected).
+    valid: bool,
 }
 
 /// Resources from one YAML file, applied to a [`Sink`]; run it as a Pingora background
@@ -74,6 +76,7 @@ impl FileSource {
                 text,
                 set: Arc::new(ResourceSet::from_document(&doc)),
                 validator: Validator::new(&doc),
+                valid: true,
             }),
         }
     }
@@ -162,13 +165,18 @@ impl FileSource {
                     );
                 }
                 let doc = weir_config::yaml_to_value(&text).unwrap_or_default();
-                {
-                    let mut st = self.lock();
-                    st.set = Arc::new(ResourceSet::from_document(&doc));
-                    st.validator = self.validator_for(&doc);
-                    st.text = text;
+                // Swap and apply under the state lock, so an Admin API write never interleaves;
+                // a file that changed again since it was read is left to the next check.
+                let mut st = self.lock();
+                if std::fs::read_to_string(&self.path).ok().as_deref() != Some(text.as_str()) {
+                    return;
                 }
+                st.set = Arc::new(ResourceSet::from_document(&doc));
+                st.validator = self.validator_for(&doc);
+                st.text = text;
+                st.valid = true;
                 self.sink.apply(&new.resources);
+                drop(st);
                 info!(
                     "{shown}: configuration reloaded ({} routes, {} upstreams)",
                     new.resources.routes.len(),
@@ -176,7 +184,11 @@ impl FileSource {
                 );
             }
             Err(errors) => {
-                self.lock().text = text;
+                {
+                    let mut st = self.lock();
+                    st.text = text;
+                    st.valid = false;
+                }
                 for e in errors.iter() {
                     error!("{shown}: {e}");
                 }
@@ -247,10 +259,11 @@ impl Backend for FileSource {
         })?;
         {
             let st = self.lock();
-            if st.text == text {
+            if st.valid && st.text == text {
                 return Ok(Base {
                     set: (*st.set).clone(),
                     validator: st.validator.clone(),
+                    revision: 0,
                 });
             }
         }
@@ -259,9 +272,11 @@ impl Backend for FileSource {
         Ok(Base {
             set: ResourceSet::from_document(&doc),
             validator: self.validator_for(&doc),
+            revision: 0,
         })
     }
 
+    /// Rewrite the file and apply it, all under the state lock (a reload never interleaves).
     async fn commit(
         &self,
         base: &Base,
@@ -270,12 +285,14 @@ impl Backend for FileSource {
     ) -> Result<(), StoreError> {
         let unavailable =
             |e: String| StoreError::Unavailable(format!("{}: {e}", self.path.display()));
+        let mut st = self.lock();
         let text = std::fs::read_to_string(&self.path).map_err(|e| unavailable(e.to_string()))?;
         let doc = weir_config::yaml_to_value(&text).map_err(StoreError::Invalid)?;
         if ResourceSet::from_document(&doc) != base.set {
-            return Err(unavailable(
-                "the file changed while the write was being validated; retry".into(),
-            ));
+            return Err(StoreError::Conflict(format!(
+                "{}: the file changed while the write was being validated; retry",
+                self.path.display()
+            )));
         }
         let sections = match resulting.to_document(&serde_json::Map::new()) {
             serde_json::Value::Object(m) => m,
@@ -286,12 +303,10 @@ impl Backend for FileSource {
         let loaded = self.parse(&new_text).map_err(StoreError::Invalid)?;
         writeback::write_atomic(&self.path, &new_text)
             .map_err(|e| unavailable(format!("cannot write: {e}")))?;
-        {
-            let mut st = self.lock();
-            st.set = Arc::new(resulting.clone());
-            st.validator = base.validator.clone();
-            st.text = new_text;
-        }
+        st.set = Arc::new(resulting.clone());
+        st.validator = base.validator.clone();
+        st.text = new_text;
+        st.valid = true;
         self.sink.apply(&loaded.config.resources);
         Ok(())
     }
