@@ -184,6 +184,21 @@ fn every_verb_on_every_kind_in_apisix_shapes() {
         assert!(!text.contains(KEY), "{text}");
     }
 
+    // Reading a consumer and writing it back (as a dashboard does) keeps its real key: the
+    // mask never replaces it.
+    let (_, alice) = admin.get("consumers/alice");
+    let (s, v) = admin.put("consumers/alice", &alice["value"]);
+    assert_eq!(s, 200, "{v}");
+    let r = weir_testkit::Client::new(([127, 0, 0, 1], g.weir.port).into())
+        .request("GET", "/three", &[("apikey", "alice-secret-key")], b"")
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (s, v) = admin.put(
+        "consumers/bob",
+        &json!({"plugins": {"key-auth": {"key": "******"}}}),
+    );
+    assert_eq!(s, 400, "{v}");
+
     // DELETE: 200 with APISIX's shape; unknown ids 404; referenced resources refused.
     let (s, v) = admin.delete("upstreams/u1");
     assert_eq!(s, 400, "{v}");
@@ -277,6 +292,28 @@ fn bad_bodies_are_refused_with_paths_relative_to_the_body() {
         .admin()
         .raw("PUT", "/apisix/admin/upstreams/u5", big.as_bytes());
     assert_eq!(s, 413);
+
+    // The same without Content-Length (chunked): read up to the limit, then refused; the
+    // client still sending reads the answer, not a reset.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(g.admin).expect("connect");
+        write!(
+            c,
+            "PUT /apisix/admin/upstreams/u6 HTTP/1.1\r\nHost: admin\r\nX-API-KEY: {KEY}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        .expect("head");
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..24 {
+            write!(c, "{:x}\r\n", chunk.len()).expect("chunk size");
+            c.write_all(&chunk).expect("chunk");
+            c.write_all(b"\r\n").expect("chunk end");
+        }
+        c.write_all(b"0\r\n\r\n").expect("last chunk");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
 
     // Unknown paths and kinds.
     assert_eq!(admin.get("nothing/1").0, 404);
