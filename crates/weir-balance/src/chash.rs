@@ -7,7 +7,9 @@
 //! and Pingora's ring panics on weight 0.
 
 use crate::node::NodeState;
-use crate::selection::{Eligible, LevelSelector};
+use crate::selection::{BackendNode, Eligible, FromBackends, LevelSelector, SelectionConfig};
+use pingora_load_balancing::Backend;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Points per unit of (gcd-reduced) weight.
@@ -38,6 +40,37 @@ pub fn ring_id(addr: &str, port: u16) -> Vec<u8> {
         .into_iter()
         .map(|b| if b == b':' { 0 } else { b })
         .collect()
+}
+
+/// The ring identity of a Pingora backend, as Weir's proxy hashes an IP node: IPv4 as
+/// `a.b.c.d`, IPv6 in brackets, then the port (see [`ring_id`]). A Unix-socket backend hashes
+/// its path.
+pub fn backend_ring_id(backend: &Backend) -> Vec<u8> {
+    match backend.addr.as_inet() {
+        Some(SocketAddr::V4(a)) => ring_id(&a.ip().to_string(), a.port()),
+        Some(SocketAddr::V6(a)) => ring_id(&format!("[{}]", a.ip()), a.port()),
+        None => backend
+            .addr
+            .to_string()
+            .into_bytes()
+            .into_iter()
+            .map(|b| if b == b':' { 0 } else { b })
+            .collect(),
+    }
+}
+
+/// For `LoadBalancer<Selection<ConsistentHash>>`: the ring of the backends' addresses
+/// ([`backend_ring_id`]) and weights, bit-compatible with APISIX, with the config's
+/// `hash_balance_factor`. The key is the one given to `LoadBalancer::select`, hashed with
+/// CRC-32 as APISIX does.
+impl FromBackends for ConsistentHash {
+    fn from_backends(nodes: &[BackendNode<'_>], config: &SelectionConfig) -> Self {
+        let ring: Vec<(Vec<u8>, u64, Arc<NodeState>)> = nodes
+            .iter()
+            .map(|n| (backend_ring_id(n.backend), n.weight(), Arc::clone(n.state)))
+            .collect();
+        ConsistentHash::new(&ring, config.hash_balance_factor())
+    }
 }
 
 impl ConsistentHash {

@@ -3,7 +3,7 @@
 //! (equal: the first drawn). O(1) per pick when most nodes are eligible.
 
 use crate::node::NodeState;
-use crate::selection::{Eligible, LevelSelector};
+use crate::selection::{BackendNode, Eligible, FromBackends, LevelSelector, SelectionConfig};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -53,6 +53,18 @@ impl PeakEwma {
         } else {
             a
         })
+    }
+}
+
+/// For `LoadBalancer<Selection<PeakEwma>>`: weights and the backends' shared state, whose
+/// in-flight counts and latency samples the caller feeds with [`Attempt`](crate::Attempt).
+impl FromBackends for PeakEwma {
+    fn from_backends(nodes: &[BackendNode<'_>], _config: &SelectionConfig) -> Self {
+        let nodes: Vec<(u64, Arc<NodeState>)> = nodes
+            .iter()
+            .map(|n| (n.weight(), Arc::clone(n.state)))
+            .collect();
+        PeakEwma::new(&nodes)
     }
 }
 

@@ -2,7 +2,7 @@
 //! exactly in integers; ties go to the first tied node after the level's previous pick.
 
 use crate::node::NodeState;
-use crate::selection::{Eligible, LevelSelector};
+use crate::selection::{BackendNode, Eligible, FromBackends, LevelSelector, SelectionConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -63,6 +63,18 @@ impl LeastConn {
     fn pick<F: Fn(usize) -> bool + Copy>(&self, eligible: F) -> Option<usize> {
         self.best(eligible, false)
             .or_else(|| self.best(eligible, true))
+    }
+}
+
+/// For `LoadBalancer<Selection<LeastConn>>`: weights and the backends' shared state, whose
+/// in-flight counts the caller keeps with [`Attempt`](crate::Attempt) guards.
+impl FromBackends for LeastConn {
+    fn from_backends(nodes: &[BackendNode<'_>], _config: &SelectionConfig) -> Self {
+        let nodes: Vec<(u64, Arc<NodeState>)> = nodes
+            .iter()
+            .map(|n| (n.weight(), Arc::clone(n.state)))
+            .collect();
+        LeastConn::new(&nodes)
     }
 }
 

@@ -2,14 +2,19 @@
 //!
 //! Each algorithm picks one node of one priority level given an *eligibility* predicate (the
 //! node is up and not yet tried by this request). Weir's proxy calls [`LevelSelector::select`]
-//! directly; [`Selection`] adapts any selector to Pingora's [`BackendSelection`] so the same
-//! algorithms plug into a plain Pingora `LoadBalancer`.
+//! directly; [`Selection`] adapts any selector that can be built from a backend set
+//! ([`FromBackends`]: all four algorithms) to Pingora's [`BackendSelection`], so the same
+//! algorithms plug into a plain Pingora `LoadBalancer<Selection<S>>`. There the caller reports
+//! requests in flight and their latency with an [`Attempt`] per request, and shares node state
+//! across rebuilds through a [`SelectionConfig`] (docs/algorithms.md, "From a plain Pingora
+//! `LoadBalancer`").
 //!
 //! Why Weir's proxy does not go through `LoadBalancer::select_with`: Pingora keeps backends in
 //! a `BTreeSet` (address order), while APISIX semantics need the configured node order (ties,
 //! smooth WRR sequences), and `select_with` filters *after* the algorithm has advanced its
 //! state, so a skipped node's state would move. Selecting with the predicate inside the
-//! algorithm keeps smooth WRR exact: ineligible nodes keep their state frozen.
+//! algorithm keeps smooth WRR exact: ineligible nodes keep their state frozen. ([`Selection`]
+//! gets the same result for a refused smooth-WRR pick by undoing it, [`FromBackends::refused`].)
 //!
 //! Per-node state that must outlive configuration reloads (in-flight counts, later health and
 //! latency estimates) lives in a [`StateTable`] keyed by upstream and node identity.
@@ -24,10 +29,13 @@ mod selection;
 mod swrr;
 mod table;
 
-pub use chash::{ring_id, ConsistentHash};
+pub use chash::{backend_ring_id, ring_id, ConsistentHash};
 pub use ewma::PeakEwma;
 pub use least_conn::LeastConn;
 pub use node::{InFlight, NodeState, EWMA_DEFAULT, EWMA_TAU};
-pub use selection::{Eligible, LevelSelector, Selection, SelectionIter};
+pub use selection::{
+    node_state, Attempt, BackendNode, Eligible, FromBackends, LevelSelector, Selection,
+    SelectionConfig, SelectionIter,
+};
 pub use swrr::SmoothWeighted;
 pub use table::StateTable;

@@ -9,7 +9,7 @@
 //! thread (exact proportions need one sequence); the critical section is a loop over the
 //! level's nodes with no allocation and no await.
 
-use crate::selection::{Eligible, LevelSelector};
+use crate::selection::{BackendNode, Eligible, FromBackends, LevelSelector, SelectionConfig};
 use std::sync::Mutex;
 
 #[derive(Debug)]
@@ -54,6 +54,42 @@ impl SmoothWeighted {
     /// The weights this selector was built with; a level whose weights differ needs a new one.
     pub fn weights(&self) -> &[u64] {
         &self.weights
+    }
+}
+
+/// For `LoadBalancer<Selection<SmoothWeighted>>`: the backends' weights in set order.
+impl FromBackends for SmoothWeighted {
+    fn from_backends(nodes: &[BackendNode<'_>], _config: &SelectionConfig) -> Self {
+        let weights: Vec<u64> = nodes.iter().map(BackendNode::weight).collect();
+        SmoothWeighted::new(&weights)
+    }
+
+    /// Undo the pick exactly (the updates are sums, so they commute with other threads'
+    /// picks): a refused backend's current weight stays frozen, as if it had been ineligible,
+    /// and the others keep their exact proportions. The weight-0 cursor is not rewound.
+    fn refused(&self, index: usize, eligible: Eligible<'_>) {
+        let n = self.weights.len();
+        if index >= n || self.iweights[index] == 0 {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let total = if eligible.is_all() {
+            for (c, w) in st.cw.iter_mut().zip(&self.iweights[..n]) {
+                *c -= *w;
+            }
+            self.total
+        } else {
+            let mut total = 0;
+            for i in 0..n {
+                let w = self.iweights[i];
+                if w != 0 && eligible.test(i) {
+                    st.cw[i] -= w;
+                    total += w;
+                }
+            }
+            total
+        };
+        st.cw[index] += total;
     }
 }
 
@@ -111,6 +147,7 @@ impl LevelSelector for SmoothWeighted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selection::FromBackends;
 
     fn seq(weights: &[u64], picks: usize) -> String {
         let s = SmoothWeighted::new(weights);
@@ -167,6 +204,20 @@ mod tests {
         assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(1));
         assert_eq!(s.select(b"", Eligible::Only(&|i| i != 0)), Some(2));
         assert_eq!(s.select(b"", Eligible::Only(&|_| false)), None);
+    }
+
+    #[test]
+    fn a_refused_pick_is_undone_exactly() {
+        let s = SmoothWeighted::new(&[4, 2, 1]);
+        let a = s.select(b"", Eligible::All).unwrap();
+        s.refused(a, Eligible::All);
+        let not_c = |i: usize| i != 2;
+        let b = s.select(b"", Eligible::Only(&not_c)).unwrap();
+        s.refused(b, Eligible::Only(&not_c));
+        let again: String = (0..7)
+            .map(|_| (b'A' + s.select(b"", Eligible::All).unwrap() as u8) as char)
+            .collect();
+        assert_eq!(again, "ABACABA", "as if neither pick had happened");
     }
 
     #[test]

@@ -42,6 +42,16 @@ impl<K: Eq + Hash, V> StateTable<K, V> {
         v
     }
 
+    /// The live state for `key`, if some snapshot or request still holds it.
+    pub fn get<Q>(&self, key: &Q) -> Option<Arc<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).and_then(Weak::upgrade)
+    }
+
     /// Drop entries whose state is no longer referenced.
     pub fn prune(&self) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,6 +77,8 @@ mod tests {
         let a = t.get_or_insert("a", |_| true, || 1);
         let again = t.get_or_insert("a", |_| true, || 2);
         assert!(Arc::ptr_eq(&a, &again));
+        assert!(t.get("a").is_some_and(|v| Arc::ptr_eq(&v, &a)));
+        assert!(t.get("b").is_none());
         let replaced = t.get_or_insert("a", |_| false, || 3);
         assert_eq!(*replaced, 3);
         drop((a, again, replaced));
