@@ -71,7 +71,11 @@ config_source:\n  etcd:\n    endpoints: [{}]\n    prefix: /weir\n    timeout: 2\
     }
 
     fn serves(&self, path: &str, status: u16, body: &str) -> bool {
-        wait_for(PATIENCE, || {
+        self.serves_within(PATIENCE, path, status, body)
+    }
+
+    fn serves_within(&self, patience: Duration, path: &str, status: u16, body: &str) -> bool {
+        wait_for(patience, || {
             (self.get(path) == (status, body.to_owned())).then_some(())
         })
         .is_some()
@@ -212,14 +216,17 @@ fn admin_writes_are_stored_in_etcd_and_served_by_every_instance() {
         } else {
             (&mut admin2, &one)
         };
-        let target = if i % 2 == 0 { &b } else { &a };
+        let (target, other) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+        // Exactly one node at a time, so the other instance's answer shows this write.
+        let nodes = json!({ target.addr.to_string(): 1, other.addr.to_string(): null });
         let start = Instant::now();
-        let (s, v) = writer.patch("upstreams/u", &json!({"nodes": node(target)}));
+        let (s, v) = writer.patch("upstreams/u", &json!({ "nodes": nodes }));
         assert_eq!(s, 200, "{v}");
         answered.push(start.elapsed());
         let want = if i % 2 == 0 { "b" } else { "a" };
         let seen = wait_for(PATIENCE, || (reader.get("/").1 == want).then_some(()));
         assert!(seen.is_some(), "write {i} not served by the other instance");
+        assert_eq!(v["value"]["nodes"], node(target), "write {i}");
         took.push(start.elapsed());
     }
     took.sort();

@@ -349,7 +349,13 @@ fn parse_etcd_tls(mut t: Obj<'_>, cx: &mut Cx) -> EtcdTls {
         let (v, fp) = t.take(k)?;
         let name = reader::string(v, &fp, cx)?;
         match std::fs::read_to_string(name) {
-            Ok(text) => Some((name.to_owned(), text, fp)),
+            // Absolute: the files are read again on every connection, and a daemon's working
+            // directory is `/`.
+            Ok(text) => {
+                let abs = std::fs::canonicalize(name)
+                    .map_or_else(|_| name.to_owned(), |p| p.display().to_string());
+                Some((abs, text, fp))
+            }
             Err(e) => {
                 cx.err(&fp, format!("cannot read {name:?}: {e}"));
                 None

@@ -31,20 +31,27 @@ pub struct Request<'a> {
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// The store refused the write because it changed meanwhile: the request may be redone.
+    conflict: bool,
 }
 
 impl Reply {
     pub fn new(status: u16, body: Value) -> Self {
-        Reply { status, body }
+        Reply {
+            status,
+            body,
+            conflict: false,
+        }
     }
 
     pub fn error(status: u16, msg: impl Into<String>) -> Self {
-        Reply {
-            status,
-            body: json!({ "error_msg": msg.into() }),
-        }
+        Reply::new(status, json!({ "error_msg": msg.into() }))
     }
 }
+
+/// How often a write refused by a concurrent change is redone on the fresh state before the
+/// 409 reaches the client.
+const CONFLICT_RETRIES: usize = 3;
 
 /// The key APISIX shows for a resource: `/apisix/upstreams/u1`.
 pub fn resource_key(kind: Kind, id: &str) -> String {
@@ -110,7 +117,10 @@ fn store_error(e: &StoreError) -> Reply {
     match e {
         StoreError::Invalid(_) => Reply::error(409, e.to_string()),
         StoreError::Unavailable(_) => Reply::error(503, e.to_string()),
-        StoreError::Conflict(_) => Reply::error(409, e.to_string()),
+        StoreError::Conflict(_) => Reply {
+            conflict: true,
+            ..Reply::error(409, e.to_string())
+        },
     }
 }
 
@@ -208,8 +218,20 @@ fn page_of<'a>(query: Option<&str>, items: &'a [(String, Value)]) -> &'a [(Strin
 }
 
 impl AdminApi {
-    /// Answer one request (after [`AdminApi::gate`]).
+    /// Answer one request (after [`AdminApi::gate`]). A write refused because the store
+    /// changed meanwhile (another instance wrote) is redone from the fresh state, a few times.
     pub async fn handle(&self, req: Request<'_>) -> Reply {
+        let mut reply = self.handle_once(req).await;
+        for _ in 1..CONFLICT_RETRIES {
+            if !reply.conflict {
+                break;
+            }
+            reply = self.handle_once(req).await;
+        }
+        reply
+    }
+
+    async fn handle_once(&self, req: Request<'_>) -> Reply {
         let Some(t) = target(req.path) else {
             return Reply::error(404, format!("not found: {}", req.path));
         };

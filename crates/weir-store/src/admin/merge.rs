@@ -16,7 +16,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     if let Value::Object(t) = target {
         for (k, v) in p {
             if v.is_null() {
-                t.remove(k);
+                // Keep the order of the other members (answers, the file).
+                t.shift_remove(k);
             } else {
                 merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
             }
@@ -45,7 +46,7 @@ pub fn replace_at(target: &mut Value, path: &[&str], value: Value) -> Result<(),
         return Err(format!("{} is not an object", parents.join(".")));
     };
     if value.is_null() {
-        m.remove(*last);
+        m.shift_remove(*last);
     } else {
         m.insert((*last).to_owned(), value);
     }
@@ -82,6 +83,7 @@ mod tests {
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!({"a":1,"b":2,"c":3}), json!({"a":null}), json!({"b":2,"c":3})),
             (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
             (
                 json!({}),
@@ -92,6 +94,8 @@ mod tests {
         for (mut target, patch, want) in cases {
             merge_patch(&mut target, &patch);
             assert_eq!(target, want, "patch {patch}");
+            // Member order is kept too.
+            assert_eq!(target.to_string(), want.to_string(), "patch {patch}");
         }
     }
 

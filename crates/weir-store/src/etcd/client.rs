@@ -594,8 +594,9 @@ impl EtcdConn {
 
     /// Write `key` (`Some(value)`: put, `None`: delete) only if nothing under `prefix` was
     /// created or changed after revision `since`, every key of `existing` still exists, and
-    /// (with `create`) `key` does not exist yet: one etcd transaction. `Ok(Some(revision))`
-    /// when written, `Ok(None)` when a condition failed (a concurrent write elsewhere).
+    /// (with `create`) `key` does not exist yet: one etcd transaction. `Ok(Ok(revision))`
+    /// when written, `Ok(Err(current))` when a condition failed (a concurrent write
+    /// elsewhere), with etcd's current revision.
     pub async fn write_if(
         &mut self,
         prefix: &str,
@@ -604,7 +605,7 @@ impl EtcdConn {
         create: bool,
         key: &str,
         value: Option<&[u8]>,
-    ) -> Result<Option<i64>, EtcdError> {
+    ) -> Result<Result<i64, i64>, EtcdError> {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp};
         let op = format!("write {key}");
         let mut when = vec![Compare::mod_revision(range_start(prefix), CompareOp::Less, since + 1)
@@ -623,12 +624,10 @@ impl EtcdConn {
         let resp = bounded(self.timeout, self.kv.txn(txn))
             .await
             .map_err(|e| self.error(&op, e))?;
-        if !resp.succeeded() {
-            return Ok(None);
-        }
-        match resp.header() {
-            Some(h) => Ok(Some(h.revision())),
-            None => Err(self.error(&op, "response without a revision")),
+        match (resp.header(), resp.succeeded()) {
+            (Some(h), true) => Ok(Ok(h.revision())),
+            (Some(h), false) => Ok(Err(h.revision())),
+            (None, _) => Err(self.error(&op, "response without a revision")),
         }
     }
 

@@ -106,6 +106,14 @@ impl EtcdSource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wait (at most the request timeout) until this instance's watch has applied `revision`.
+    async fn wait_applied(&self, revision: i64) -> bool {
+        let mut applied = self.applied.subscribe();
+        let seen =
+            tokio::time::timeout(self.cfg.timeout, applied.wait_for(|r| *r >= revision)).await;
+        matches!(seen, Ok(Ok(_)))
+    }
+
     /// The range every key lives under: `<prefix>/`.
     fn range(&self) -> String {
         format!("{}/", self.cfg.prefix)
@@ -399,7 +407,7 @@ impl EtcdSource {
     /// Run `op` on the connection for writes: made on first use, replaced when it fails, the
     /// next endpoint tried after a failed one (every endpoint once, plus one retry for a
     /// cached connection that went stale).
-    async fn write(&self, op: &WriteOp<'_>) -> Result<Option<i64>, StoreError> {
+    async fn write(&self, op: &WriteOp<'_>) -> Result<Result<i64, i64>, StoreError> {
         let mut guard = self.writer.lock().await;
         let n = self.cfg.endpoints.len();
         let mut last = None;
@@ -453,7 +461,7 @@ struct WriteOp<'a> {
 }
 
 impl WriteOp<'_> {
-    async fn run(&self, conn: &mut EtcdConn, range: &str) -> Result<Option<i64>, EtcdError> {
+    async fn run(&self, conn: &mut EtcdConn, range: &str) -> Result<Result<i64, i64>, EtcdError> {
         conn.write_if(
             range,
             self.since,
@@ -530,17 +538,26 @@ impl Backend for EtcdSource {
             existing,
             create: base.set.get(kind, id).is_none() && matches!(change, Change::Put { .. }),
         };
-        let Some(revision) = self.write(&op).await? else {
-            return Err(StoreError::Conflict(format!(
-                "{key} was not written: the configuration in etcd changed since revision {} (another instance or a direct write); read it again and retry",
-                base.revision
-            )));
+        let revision = match self.write(&op).await? {
+            Ok(revision) => revision,
+            Err(_current) => {
+                // Catch up first (the change that got in the way is under the prefix, past the
+                // base's revision), so that redoing the request validates against it. Bounded:
+                // a referenced key missing from etcd leaves nothing to wait for.
+                let mut applied = self.applied.subscribe();
+                let _ = tokio::time::timeout(
+                    self.cfg.timeout.min(Duration::from_secs(1)),
+                    applied.wait_for(|r| *r > base.revision),
+                )
+                .await;
+                return Err(StoreError::Conflict(format!(
+                    "{key} was not written: the configuration in etcd changed since revision {} (another instance or a direct write); read it again and retry",
+                    base.revision
+                )));
+            }
         };
         // Live here before the answer: wait for this instance's watch to apply the write.
-        let mut applied = self.applied.subscribe();
-        let seen =
-            tokio::time::timeout(self.cfg.timeout, applied.wait_for(|r| *r >= revision)).await;
-        if !matches!(seen, Ok(Ok(_))) {
+        if !self.wait_applied(revision).await {
             warn!(
                 "etcd {key}: written at revision {revision}, not yet seen by this instance's watch"
             );
