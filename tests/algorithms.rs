@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::{wait_for, Backend, Mode, TestProxy};
 
 fn three() -> [Backend; 3] {
@@ -12,23 +13,20 @@ fn three() -> [Backend; 3] {
     ]
 }
 
-fn nodes(bs: &[Backend]) -> String {
-    let inner: Vec<String> = bs.iter().map(|b| format!("\"{}\": 1", b.addr)).collect();
-    format!("{{{}}}", inner.join(", "))
-}
-
 #[test]
 fn chash_keeps_each_key_on_one_node() {
     let bs = three();
-    let p = TestProxy::start(&format!(
-        "routes:
-  - {{id: h, uri: /h, upstream: {{type: chash, hash_on: header, key: X-User, nodes: {n}}}}}
-  - {{id: a, uri: /a, upstream: {{type: chash, key: arg_user, nodes: {n}}}}}
-  - {{id: c, uri: /c, upstream: {{type: chash, hash_on: cookie, key: sid, nodes: {n}}}}}
-  - {{id: t, uri: /t, upstream: {{type: chash, hash_on: vars_combinations, key: \"$http_x_user-${{arg_v ?? 0}}\", nodes: {n}}}}}
-",
-        n = nodes(&bs)
-    ));
+    let n = || Upstream::nodes(&bs);
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("h", "/h").upstream(n().chash("header", "X-User")))
+            .route(Route::new("a", "/a").upstream(n().lb("chash").key("arg_user")))
+            .route(Route::new("c", "/c").upstream(n().chash("cookie", "sid")))
+            .route(
+                Route::new("t", "/t")
+                    .upstream(n().chash("vars_combinations", "$http_x_user-${arg_v ?? 0}")),
+            ),
+    );
     let mut c = p.client();
     for (path, how) in [
         ("/h", "header"),
@@ -73,10 +71,10 @@ fn chash_keeps_each_key_on_one_node() {
 #[test]
 fn chash_missing_key_falls_back_to_remote_addr_and_skips_a_dead_owner() {
     let bs = three();
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: h, uri: /*, upstream: {{type: chash, hash_on: header, key: X-User, nodes: {}}}}}]\n",
-        nodes(&bs)
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("h", "/*").upstream(Upstream::nodes(&bs).chash("header", "X-User"))),
+    );
     let mut c = p.client();
     let first = c.get("/").expect("req").body;
     for _ in 0..10 {
@@ -113,10 +111,11 @@ fn least_conn_sends_new_requests_to_the_idle_node() {
     // `slow` keeps its request until released: it is in flight for as long as the test needs,
     // however slow the machine.
     slow.set_mode(Mode::Hold);
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1}}}}\n",
-        slow.addr, idle.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("r", "/*").upstream_id("u"))
+            .upstream(Upstream::nodes(&[&slow, &idle]).id("u").lb("least_conn")),
+    );
     // The first request goes to the first node (tie) and stays in flight there.
     let mut c1 = p.client();
     let long = std::thread::spawn(move || c1.get("/").expect("long").body);
@@ -147,13 +146,12 @@ fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
     // a and b keep their requests until released: exactly four are in flight.
     a.set_mode(Mode::Hold);
     b.set_mode(Mode::Hold);
-    let up = |extra: &str| {
-        format!(
-            "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, type: least_conn, nodes: {{\"{}\": 1, \"{}\": 1{extra}}}}}\n",
-            a.addr, b.addr
-        )
+    let up = |nodes: &[&Backend]| {
+        Conf::new()
+            .route(Route::new("r", "/*").upstream_id("u"))
+            .upstream(Upstream::nodes(nodes).id("u").lb("least_conn"))
     };
-    let p = TestProxy::start(&up(""));
+    let p = TestProxy::start(up(&[&a, &b]));
     // One at a time, each held before the next is sent, so every pick sees the counts of the
     // previous ones (concurrent picks could see the same counts): a, b, then a tie, then b.
     let long: Vec<_> = (1..=4)
@@ -171,7 +169,7 @@ fn least_conn_counts_survive_a_reload_and_a_new_node_takes_new_requests() {
         .collect();
     assert_eq!((a.holding(), b.holding()), (2, 2));
     // Add a node under load: the in-flight counts of a and b are kept, so it takes the new ones.
-    p.apply(&up(&format!(", \"{}\": 1", fresh.addr)));
+    p.apply(up(&[&a, &b, &fresh]));
     let mut c = p.client();
     for i in 1..=5 {
         assert_eq!(c.get("/").expect("req").body, "fresh");
@@ -193,10 +191,9 @@ fn ewma_avoids_a_node_ten_times_slower() {
     // rightly prefer the slow node for seconds). The slow node is slower than any such stall:
     // noise cannot reorder the nodes, and it is hit once, when its unmeasured estimate is drawn.
     bs[2].set_mode(Mode::Delay(Duration::from_secs(1)));
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{type: ewma, nodes: {}}}}}]\n",
-        nodes(&bs)
-    ));
+    let p = TestProxy::start(
+        Conf::new().route(Route::new("r", "/*").upstream(Upstream::nodes(&bs).lb("ewma"))),
+    );
     let mut c = p.client();
     let mut count: HashMap<String, usize> = HashMap::new();
     for _ in 0..100 {

@@ -2,6 +2,7 @@
 //! proxy with real backends.
 
 use std::collections::HashMap;
+use weir_testkit::config::{Conf, Node, Route, Service, Upstream};
 use weir_testkit::{Backend, Mode, TestProxy};
 
 fn count(p: &TestProxy, path: &str, n: usize) -> HashMap<String, usize> {
@@ -27,10 +28,9 @@ fn names(p: &TestProxy, path: &str, n: usize) -> String {
 fn round_robin_1_to_2_over_300_requests_is_exact() {
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1, \"{}\": 2}}}}}}]\n",
-        a.addr, b.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new().route(Route::new("r", "/*").upstream(Upstream::weighted(&[(&a, 1), (&b, 2)]))),
+    );
     let m = count(&p, "/x", 300);
     assert_eq!(m.get("a"), Some(&100));
     assert_eq!(m.get("b"), Some(&200));
@@ -43,10 +43,18 @@ fn round_robin_3_2_1_is_smooth_and_exact_over_12() {
         Backend::start("B"),
         Backend::start("C"),
     );
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - id: u\n    nodes:\n      - {{host: 127.0.0.1, port: {}, weight: 3}}\n      - {{host: 127.0.0.1, port: {}, weight: 2}}\n      - {{host: 127.0.0.1, port: {}, weight: 1}}\n",
-        a.port(), b.port(), c.port()
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("r", "/*").upstream_id("u"))
+            .upstream(
+                Upstream::list([
+                    Node::of(&a).weight(3),
+                    Node::of(&b).weight(2),
+                    Node::of(&c).weight(1),
+                ])
+                .id("u"),
+            ),
+    );
     let seq = names(&p, "/", 12);
     // nginx smooth WRR for 3:2:1 repeats A B A C B A.
     assert_eq!(seq, "ABACBAABACBA");
@@ -58,10 +66,13 @@ fn round_robin_3_2_1_is_smooth_and_exact_over_12() {
 #[test]
 fn state_is_shared_by_routes_using_one_upstream() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let p = TestProxy::start(&format!(
-        "routes:\n  - {{id: r1, uri: /one, upstream_id: u}}\n  - {{id: r2, uri: /two, service_id: s}}\nservices: [{{id: s, upstream_id: u}}]\nupstreams: [{{id: u, nodes: {{\"{}\": 1, \"{}\": 1}}}}]\n",
-        a.addr, b.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("r1", "/one").upstream_id("u"))
+            .route(Route::new("r2", "/two").service_id("s"))
+            .service(Service::new("s").upstream_id("u"))
+            .upstream(Upstream::nodes(&[&a, &b]).id("u")),
+    );
     let mut c = p.client();
     let seq: Vec<String> = (0..10)
         .map(|i| {
@@ -78,10 +89,9 @@ fn state_is_shared_by_routes_using_one_upstream() {
 fn weight_zero_takes_traffic_only_when_positive_nodes_cannot() {
     let a = Backend::start("a");
     let z = Backend::start("z");
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 2, \"{}\": 0}}}}}}]\n",
-        a.addr, z.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new().route(Route::new("r", "/*").upstream(Upstream::weighted(&[(&a, 2), (&z, 0)]))),
+    );
     assert_eq!(count(&p, "/", 20).get("a"), Some(&20));
     // With `a` failing, the retry goes to the weight-0 node (Weir; APISIX retries `a`).
     a.stop();
@@ -97,10 +107,18 @@ fn lower_priority_serves_only_after_every_higher_node_was_tried() {
         Backend::start("h2"),
         Backend::start("low"),
     );
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - id: u\n    nodes:\n      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 1}}\n      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 1}}\n      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 0}}\n",
-        h1.port(), h2.port(), low.port()
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("r", "/*").upstream_id("u"))
+            .upstream(
+                Upstream::list([
+                    Node::of(&h1).priority(1),
+                    Node::of(&h2).priority(1),
+                    Node::of(&low).priority(0),
+                ])
+                .id("u"),
+            ),
+    );
     let m = count(&p, "/", 20);
     assert_eq!(m.get("low"), None, "{m:?}");
     h1.set_mode(Mode::Drop);
@@ -114,22 +132,17 @@ fn lower_priority_serves_only_after_every_higher_node_was_tried() {
 #[test]
 fn snapshot_swap_keeps_the_cycle_of_unchanged_levels() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let yaml = format!(
-        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams:\n  - {{id: u, nodes: {{\"{}\": 1, \"{}\": 1}}}}\n",
-        a.addr, b.addr
-    );
-    let p = TestProxy::start(&yaml);
+    let conf = |weights: [u32; 2]| {
+        Conf::new()
+            .route(Route::new("r", "/*").upstream_id("u"))
+            .upstream(Upstream::weighted(&[(&a, weights[0]), (&b, weights[1])]).id("u"))
+    };
+    let p = TestProxy::start(conf([1, 1]));
     assert_eq!(names(&p, "/", 3), "aba");
-    // Same nodes and weights (another route added): the cycle continues with b.
-    p.apply(&format!(
-        "{yaml}  - {{id: other, nodes: {{\"{}\": 1}}}}\n",
-        a.addr
-    ));
+    // Same nodes and weights (another upstream added): the cycle continues with b.
+    p.apply(conf([1, 1]).upstream(Upstream::nodes(&[&a]).id("other")));
     assert_eq!(names(&p, "/", 3), "bab");
     // Weights changed: the cycle restarts at the heaviest node.
-    p.apply(&format!(
-        "routes: [{{id: r, uri: /*, upstream_id: u}}]\nupstreams: [{{id: u, nodes: {{\"{}\": 1, \"{}\": 2}}}}]\n",
-        a.addr, b.addr
-    ));
+    p.apply(conf([1, 2]));
     assert_eq!(names(&p, "/", 3), "bab");
 }

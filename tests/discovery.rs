@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use weir_discovery::{Feed, Node, Registry};
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::{wait_for, Backend, Client, RefusedPort, TestProxy};
 
 /// A registry whose catalog the test sets. It publishes `initial` when it starts.
@@ -69,15 +70,19 @@ fn dead_node() -> (RefusedPort, Node) {
     (port, node)
 }
 
-fn route(extra: &str) -> String {
-    format!(
-        "control: {{listen: \"127.0.0.1:0\"}}\nroutes:\n  - id: r\n    uri: /*\n    upstream_id: web\nupstreams:\n  - id: web\n    service_name: web\n    discovery_type: manual\n{extra}"
-    )
+/// The upstream of service `web` of the `manual` registry.
+fn web() -> Upstream {
+    Upstream::discovered("manual", "web")
 }
 
-fn start(manual: &Arc<Manual>, extra: &str) -> TestProxy {
+/// The control API, and one route to `web` (see [`web`]) as upstream `web`.
+fn start(manual: &Arc<Manual>, web: Upstream) -> TestProxy {
     let r: Arc<dyn Registry> = Arc::clone(manual) as Arc<dyn Registry>;
-    TestProxy::start_with_registries(&route(extra), vec![("manual", r)])
+    let conf = Conf::new()
+        .control()
+        .route(Route::new("r", "/*").upstream_id("web"))
+        .upstream(web.id("web"));
+    TestProxy::start_with_registries(conf, vec![("manual", r)])
 }
 
 /// Bodies of `n` requests.
@@ -95,7 +100,7 @@ fn bodies(c: &mut Client, path: &str, n: usize) -> Vec<String> {
 fn traffic_follows_the_catalog() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let m = Manual::new(&[("web", vec![node(&a)])]);
-    let p = start(&m, "");
+    let p = start(&m, web());
     let mut c = p.client();
     // The proxy listens only after the registry's first answer: the first request is served.
     assert_eq!(bodies(&mut c, "/", 3), ["a", "a", "a"]);
@@ -127,7 +132,7 @@ fn traffic_follows_the_catalog() {
 fn an_unknown_service_is_unavailable() {
     let a = Backend::start("a");
     let m = Manual::new(&[("other", vec![node(&a)])]);
-    let p = start(&m, "");
+    let p = start(&m, web());
     let r = p.client().get("/").expect("request");
     assert_eq!(
         (r.status, r.body.as_str()),
@@ -141,7 +146,7 @@ fn weights_of_discovered_nodes_are_respected() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let heavy = Node::new("127.0.0.1", a.port(), 3, 0);
     let m = Manual::new(&[("web", vec![heavy, node(&b)])]);
-    let p = start(&m, "");
+    let p = start(&m, web());
     let seen = bodies(&mut p.client(), "/", 8);
     // Smooth weighted round robin over 3:1.
     assert_eq!(seen, ["a", "a", "b", "a", "a", "a", "b", "a"]);
@@ -152,7 +157,7 @@ fn the_default_retries_follow_the_discovered_count() {
     let a = Backend::start("a");
     let dead: Vec<(RefusedPort, Node)> = (0..3).map(|_| dead_node()).collect();
     let m = Manual::new(&[("web", vec![dead[0].1.clone(), node(&a)])]);
-    let p = start(&m, "");
+    let p = start(&m, web());
     let mut c = p.client();
     assert_eq!(c.get("/").expect("request").status, 200);
     // Three dead nodes ahead of the live one: only `retries: 3` (the new count - 1) reaches it.
@@ -183,7 +188,7 @@ fn the_chash_ring_is_rebuilt_and_moves_only_the_new_nodes_keys() {
         Backend::start("x"),
     );
     let m = Manual::new(&[("web", vec![node(&a), node(&b)])]);
-    let p = start(&m, "    type: chash\n    hash_on: vars\n    key: uri\n");
+    let p = start(&m, web().chash("vars", "uri"));
     let mut c = p.client();
     let keys: Vec<String> = (0..60).map(|i| format!("/k{i}")).collect();
     let map = |c: &mut Client| -> Vec<String> {
@@ -211,7 +216,11 @@ fn discovered_nodes_are_health_checked_and_keep_their_state() {
     let m = Manual::new(&[("web", vec![node(&a), dead.clone()])]);
     let p = start(
         &m,
-        "    checks:\n      active:\n        type: tcp\n        healthy: {interval: 1, successes: 1}\n        unhealthy: {interval: 1, tcp_failures: 1}\n",
+        web().active_check(serde_json::json!({
+            "type": "tcp",
+            "healthy": {"interval": 1, "successes": 1},
+            "unhealthy": {"interval": 1, "tcp_failures": 1},
+        })),
     );
     let status_of = |port: u16| -> Option<String> {
         let (code, body) = p.control_get("/v1/healthcheck/upstreams/web");
@@ -257,7 +266,7 @@ fn discovered_nodes_are_health_checked_and_keep_their_state() {
 fn the_control_api_dumps_what_registries_hold() {
     let a = Backend::start("a");
     let m = Manual::new(&[("web", vec![node(&a)])]);
-    let p = start(&m, "");
+    let p = start(&m, web());
     let (code, body) = p.control_get("/v1/discovery/manual/dump");
     assert_eq!(code, 200, "{body}");
     assert_eq!(

@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::fake_consul::{critical, instance, FakeConsul, Fault};
 use weir_testkit::{wait_for, Backend, TestProxy};
 
@@ -15,24 +16,30 @@ use weir_testkit::{wait_for, Backend, TestProxy};
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// A proxy configuration: the control API, `discovery.consul` with `servers`, short
-/// timeouts (`wait: 1`) and `extra` keys, and one route `/<service>` per service.
-fn config(servers: &[String], extra: &str, services: &[&str]) -> String {
-    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-    let mut y = format!(
-        "control: {{listen: \"127.0.0.1:0\"}}\ndiscovery:\n  consul:\n    servers: [{}]\n    timeout: {{connect: 500, read: 1000, wait: 1}}\n",
-        servers.join(", ")
-    );
-    for line in extra.lines() {
-        y.push_str(&format!("    {line}\n"));
+/// timeouts (`wait: 1`) and the keys of `extra` (an object), and one route `/<service>` per
+/// service.
+fn config(servers: &[String], extra: Value, services: &[&str]) -> Conf {
+    let mut consul = json!({
+        "servers": servers,
+        "timeout": {"connect": 500, "read": 1000, "wait": 1},
+    });
+    if let (Some(c), Value::Object(extra)) = (consul.as_object_mut(), extra) {
+        c.extend(extra);
     }
-    y.push_str("routes:\n");
+    let mut conf = Conf::new().control().discovery("consul", consul);
     for (i, s) in services.iter().enumerate() {
         let uri = s.rsplit('/').next().unwrap_or(s);
-        y.push_str(&format!(
-            "  - {{id: r{i}, uri: /{uri}, upstream: {{service_name: \"{s}\", discovery_type: consul}}}}\n"
-        ));
+        conf = conf.route(
+            Route::new(&format!("r{i}"), &format!("/{uri}"))
+                .upstream(Upstream::discovered("consul", s)),
+        );
     }
-    y
+    conf
+}
+
+/// No extra `discovery.consul` keys.
+fn none() -> Value {
+    json!({})
 }
 
 fn counts(p: &TestProxy, path: &str, n: usize) -> HashMap<String, usize> {
@@ -80,7 +87,7 @@ fn traffic_follows_registration_and_deregistration() {
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
     consul.set_nodes("api", &[c.addr]);
-    let p = TestProxy::start(&config(&[consul.url()], "", &["web", "api"]));
+    let p = TestProxy::start(config(&[consul.url()], none(), &["web", "api"]));
     until_served(&p, "/web", &["a"]);
     until_served(&p, "/api", &["c"]);
     consul.set_nodes("web", &[a.addr, b.addr]);
@@ -110,7 +117,7 @@ fn every_instance_gets_the_configured_weight() {
     let mut heavy = instance("web-0", a.addr);
     heavy["Service"]["Weights"] = json!({"Passing": 10, "Warning": 1});
     consul.set_service("web", vec![heavy, instance("web-1", b.addr)]);
-    let p = TestProxy::start(&config(&[consul.url()], "weight: 3", &["web"]));
+    let p = TestProxy::start(config(&[consul.url()], json!({"weight": 3}), &["web"]));
     until_served(&p, "/web", &["a", "b"]);
     let ip = "127.0.0.1".to_owned();
     assert_eq!(
@@ -159,7 +166,7 @@ fn invalid_entries_are_skipped_and_the_rest_serve() {
             node_address,
         ],
     );
-    let p = TestProxy::start(&config(&[consul.url()], "", &["web"]));
+    let p = TestProxy::start(config(&[consul.url()], none(), &["web"]));
     until_served(&p, "/web", &["a", "c"]);
     let ip = "127.0.0.1".to_owned();
     assert_eq!(
@@ -181,7 +188,7 @@ fn survives(fault: impl FnOnce(&FakeConsul), heal: impl FnOnce(&FakeConsul)) {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(&[consul.url()], "", &["web"]));
+    let p = TestProxy::start(config(&[consul.url()], none(), &["web"]));
     until_served(&p, "/web", &["a"]);
     let s = Stream::start(p.addr, "/web", Some("b"));
     s.more(20);
@@ -238,7 +245,7 @@ fn an_index_that_goes_backwards_restarts_the_watch_from_zero() {
     let consul = FakeConsul::start();
     consul.set_index(100);
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(&[consul.url()], "", &["web"]));
+    let p = TestProxy::start(config(&[consul.url()], none(), &["web"]));
     until_served(&p, "/web", &["a"]);
     // Either blocking query: the first to answer wins and the other may be cancelled
     // before it reaches the agent.
@@ -278,7 +285,11 @@ fn the_token_is_sent_and_never_shown() {
     let consul = FakeConsul::start();
     consul.require_token(Some("s3cr3t-token"));
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(&[consul.url()], "token: s3cr3t-token", &["web"]));
+    let p = TestProxy::start(config(
+        &[consul.url()],
+        json!({"token": "s3cr3t-token"}),
+        &["web"],
+    ));
     until_served(&p, "/web", &["a"]);
     let reqs = consul.requests();
     assert!(reqs.len() >= 3, "{reqs:?}");
@@ -309,9 +320,9 @@ fn a_dead_first_server_fails_over_to_the_next() {
     let dead = Backend::refused();
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[format!("http://{}", dead.addr()), consul.url()],
-        "",
+        none(),
         &["web"],
     ));
     until_served(&p, "/web", &["a"]);
@@ -327,9 +338,9 @@ fn polling_mode_follows_changes_without_blocking_queries() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[consul.url()],
-        "keepalive: false\nfetch_interval: 1",
+        json!({"keepalive": false, "fetch_interval": 1}),
         &["web"],
     ));
     until_served(&p, "/web", &["a"]);
@@ -350,9 +361,9 @@ fn skipped_services_are_never_fetched_and_default_prefix_is_the_same_service() {
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
     consul.set_nodes("vault", &[b.addr]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[consul.url()],
-        "skip_services: [vault]",
+        json!({"skip_services": ["vault"]}),
         &["default/web", "vault"],
     ));
     until_served(&p, "/web", &["a"]);
@@ -374,12 +385,9 @@ fn the_default_service_serves_unknown_services() {
     let (a, d) = (Backend::start("a"), Backend::start("d"));
     let consul = FakeConsul::start();
     consul.set_nodes("web", &[a.addr]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[consul.url()],
-        &format!(
-            "default_service: {{host: 127.0.0.1, port: {}, weight: 1}}",
-            d.port()
-        ),
+        json!({"default_service": {"host": "127.0.0.1", "port": d.port(), "weight": 1}}),
         &["web", "nothing"],
     ));
     until_served(&p, "/web", &["a"]);

@@ -6,31 +6,36 @@
 
 use std::collections::HashMap;
 use std::time::Duration;
+use weir_testkit::config::{Conf, Node, Route, Upstream};
 use weir_testkit::dns_server::{DnsMode, DnsServer};
 use weir_testkit::{wait_for, Backend, RequestStream, TestProxy};
 
 /// A `discovery.dns` block for `dns` (TTLs of one second, 300 ms per query), the control API,
-/// and `rest` (routes, upstreams).
-fn config(dns: &DnsServer, rest: &str) -> String {
-    format!(
-        "discovery:\n  dns: {{servers: [\"{}\"], timeout: 300, default_weight: 1, min_ttl: 1, max_ttl: 1}}\n\
-         control: {{listen: \"127.0.0.1:1\"}}\n{rest}",
-        dns.server()
-    )
+/// and one route `/*` to `upstream`.
+fn config(dns: &DnsServer, upstream: Upstream) -> Conf {
+    Conf::new()
+        .discovery(
+            "dns",
+            serde_json::json!({
+                "servers": [dns.server()],
+                "timeout": 300,
+                "default_weight": 1,
+                "min_ttl": 1,
+                "max_ttl": 1,
+            }),
+        )
+        .control()
+        .route(Route::new("r", "/*").upstream(upstream))
 }
 
-/// One route to a static upstream with the node `{host, port, weight}`.
-fn name_node(host: &str, port: u16) -> String {
-    format!(
-        "routes:\n  - {{id: r, uri: /*, upstream: {{nodes: [{{host: {host}, port: {port}, weight: 1}}]}}}}\n"
-    )
+/// A static upstream with the node `{host, port, weight: 1}`.
+fn name_node(host: &str, port: u16) -> Upstream {
+    Upstream::list([Node::new(host, port)])
 }
 
-/// One route to `service_name` of `discovery_type: dns`.
-fn dns_service(name: &str) -> String {
-    format!(
-        "routes:\n  - {{id: r, uri: /*, upstream: {{service_name: \"{name}\", discovery_type: dns}}}}\n"
-    )
+/// `service_name` of `discovery_type: dns`.
+fn dns_service(name: &str) -> Upstream {
+    Upstream::discovered("dns", name)
 }
 
 /// Backends `a` on 127.0.0.1 and `b` on 127.0.0.2, on the same port.
@@ -96,12 +101,9 @@ fn a_host_name_node_gets_traffic_on_every_address() {
     let (a, b) = two_backends();
     let dns = DnsServer::start();
     dns.set_a("api.test", &["127.0.0.1", "127.0.0.2"], 1);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &dns,
-        &format!(
-            "routes:\n  - {{id: r, uri: /*, upstream: {{pass_host: node, nodes: [{{host: api.test, port: {}, weight: 1}}]}}}}\n",
-            a.port()
-        ),
+        name_node("api.test", a.port()).pass_host("node"),
     ));
     wait_for_body(&p, "a");
     // Two nodes of weight 1: round robin alternates.
@@ -116,7 +118,7 @@ fn ttl_expiry_moves_traffic_to_the_new_address_set() {
     let (a, b) = two_backends();
     let dns = DnsServer::start();
     dns.set_a("api.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
+    let p = TestProxy::start(config(&dns, name_node("api.test", a.port())));
     wait_for_body(&p, "a");
     assert_eq!(count(&p, 5), counts(&[("a", 5)]));
     dns.set_a("api.test", &["127.0.0.2"], 1);
@@ -139,7 +141,7 @@ fn ttl_expiry_moves_traffic_to_the_new_address_set() {
 fn a_name_that_never_resolved_answers_503_until_it_is_registered() {
     let a = Backend::start("a");
     let dns = DnsServer::start();
-    let p = TestProxy::start(&config(&dns, &name_node("late.test", a.port())));
+    let p = TestProxy::start(config(&dns, name_node("late.test", a.port())));
     // Asked, no records: the upstream has no node.
     let asked = wait_for(Duration::from_secs(15), || {
         (dns.queries("late.test") > 0).then_some(())
@@ -155,7 +157,7 @@ fn a_failing_name_server_keeps_the_addresses_with_zero_failed_requests() {
     let (a, b) = two_backends();
     let dns = DnsServer::start();
     dns.set_a("api.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
+    let p = TestProxy::start(config(&dns, name_node("api.test", a.port())));
     wait_for_body(&p, "a");
     wait_for_error(&p, false);
     let traffic = traffic(&p);
@@ -192,7 +194,7 @@ fn an_empty_answer_keeps_the_addresses() {
     let a = Backend::start("a");
     let dns = DnsServer::start();
     dns.set_a("api.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
+    let p = TestProxy::start(config(&dns, name_node("api.test", a.port())));
     wait_for_body(&p, "a");
     let traffic = traffic(&p);
     dns.remove("api.test");
@@ -214,7 +216,7 @@ fn discovery_type_dns_with_host_and_port() {
     let dns = DnsServer::start();
     dns.set_a("web.test", &["127.0.0.1", "127.0.0.2"], 1);
     let name = format!("web.test:{}", a.port());
-    let p = TestProxy::start(&config(&dns, &dns_service(&name)));
+    let p = TestProxy::start(config(&dns, dns_service(&name)));
     wait_for_body(&p, "a");
     assert_eq!(count(&p, 20), counts(&[("a", 10), ("b", 10)]));
     let nodes = &dump(&p)["services"][&name];
@@ -246,7 +248,7 @@ fn discovery_type_dns_with_srv_records_and_their_weights() {
     );
     dns.set_a("a.shop.test", &["127.0.0.1"], 1);
     dns.set_a("b.shop.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(&dns, &dns_service("_http._tcp.shop.test")));
+    let p = TestProxy::start(config(&dns, dns_service("_http._tcp.shop.test")));
     wait_for_body(&p, "a");
     // Smooth WRR 3:1 over a multiple of its cycle is exact.
     assert_eq!(count(&p, 40), counts(&[("a", 30), ("b", 10)]));
@@ -268,7 +270,7 @@ fn srv_priorities_fail_over_when_the_preferred_records_go_away() {
     dns.set_srv(srv, &[backup, primary], 1);
     dns.set_a("a.ha.test", &["127.0.0.1"], 1);
     dns.set_a("b.ha.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(&dns, &dns_service(srv)));
+    let p = TestProxy::start(config(&dns, dns_service(srv)));
     wait_for_body(&p, "a");
     // The lower SRV priority value is preferred: the backup gets nothing.
     assert_eq!(count(&p, 10), counts(&[("a", 10)]));
@@ -289,13 +291,9 @@ fn static_weights_are_kept_for_host_name_nodes() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let dns = DnsServer::start();
     dns.set_a("a.test", &["127.0.0.1"], 1);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &dns,
-        &format!(
-            "routes:\n  - {{id: r, uri: /*, upstream: {{nodes: [{{host: a.test, port: {}, weight: 3}}, {{host: 127.0.0.1, port: {}, weight: 1}}]}}}}\n",
-            a.port(),
-            b.port()
-        ),
+        Upstream::list([Node::new("a.test", a.port()).weight(3), Node::of(&b)]),
     ));
     wait_for_body(&p, "a");
     wait_for_body(&p, "b");
@@ -308,7 +306,7 @@ fn truncated_udp_answers_are_asked_again_over_tcp() {
     let dns = DnsServer::start();
     dns.set_a("api.test", &["127.0.0.1"], 1);
     dns.set_mode(DnsMode::TruncateUdp);
-    let p = TestProxy::start(&config(&dns, &name_node("api.test", a.port())));
+    let p = TestProxy::start(config(&dns, name_node("api.test", a.port())));
     wait_for_body(&p, "a");
     assert!(dns.seen().iter().any(|q| q.name == "api.test" && q.tcp));
 }

@@ -33,8 +33,8 @@ fn named_and_numbered_ports_follow_registration_and_deregistration() {
         )]),
     );
     let numbered = format!("shop/cart:{}", b.port());
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/named", "shop/cart:http"), ("/numbered", &numbered)],
     ));
     wait_serves(&p, "/named", &["a"]);
@@ -99,8 +99,8 @@ fn not_ready_addresses_are_not_used() {
         ])
     };
     k.put_endpoints("shop", "cart", subsets(false));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
@@ -140,8 +140,8 @@ fn malformed_instances_are_skipped_and_the_rest_used() {
         json!({"metadata": {"name": "odd", "namespace": "shop"}, "subsets": 7}),
     );
     k.put_endpoints("shop", "web", one_port(Some("http"), b.port()));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/cart", "shop/cart:http"), ("/web", "shop/web:http")],
     ));
     wait_serves(&p, "/cart", &["a"]);
@@ -164,11 +164,9 @@ fn default_weight_is_given_to_every_node_and_round_robin_is_exact() {
         named("http", &bs.iter().collect::<Vec<_>>()),
     );
     // A literal token instead of the file.
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, "default_weight: 7")
-            .replace(&format!("token_file: \"{}\"", token.path()), "token: t"),
-        &[("/*", "shop/cart:http")],
-    ));
+    let mut inline_token = cluster(&k, &token, json!({"default_weight": 7}));
+    inline_token["client"] = json!({"token": "t"});
+    let p = TestProxy::start(config(inline_token, &[("/*", "shop/cart:http")]));
     wait_serves(&p, "/", &["a", "b", "c"]);
     let got = bodies(&p, "/", 300).expect("200s");
     for n in ["a", "b", "c"] {
@@ -240,8 +238,8 @@ fn endpoint_slices_merge_per_service_ready_only() {
         port(None, &c),
     );
     let web = format!("shop/web:{}", c.port());
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, "watch_endpoint_slices: true"),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, json!({"watch_endpoint_slices": true})),
         &[("/cart", "shop/cart:http"), ("/web", &web)],
     ));
     wait_serves(&p, "/cart", &["a", "b"]);
@@ -275,8 +273,8 @@ fn an_expired_watch_relists_and_picks_up_changes_made_meanwhile() {
     let k = FakeKubernetes::start("t");
     let token = TokenFile::new("t");
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
@@ -315,8 +313,8 @@ fn eight_watches_in_a_row_then_a_fresh_list() {
     let k = FakeKubernetes::start("t");
     let token = TokenFile::new("t");
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
@@ -400,11 +398,11 @@ fn lists_in_pages_with_label_and_namespace_selectors() {
         .collect();
     r.push(("/other", "shop/other:http"));
     r.push(("/dev", "dev/s0:http"));
-    let p = TestProxy::start(&config(
-        &cluster(
+    let p = TestProxy::start(config(
+        cluster(
             &k,
             &token,
-            "namespace_selector: {equal: shop}, label_selector: \"team=x\"",
+            json!({"namespace_selector": {"equal": "shop"}, "label_selector": "team=x"}),
         ),
         &r,
     ));
@@ -439,11 +437,11 @@ fn match_and_not_match_select_namespaces_by_full_regex() {
         ("/shopping", "shopping/cart:http"),
         ("/team", "team-a/cart:http"),
     ];
-    let p = TestProxy::start(&config(
-        &cluster(
+    let p = TestProxy::start(config(
+        cluster(
             &k,
             &token,
-            "namespace_selector: {match: [\"sho.\", \"team-.*\"]}",
+            json!({"namespace_selector": {"match": ["sho.", "team-.*"]}}),
         ),
         &routes,
     ));
@@ -454,8 +452,12 @@ fn match_and_not_match_select_namespaces_by_full_regex() {
         .requests()
         .iter()
         .all(|r| r.param("fieldSelector").is_none()));
-    let q = TestProxy::start(&config(
-        &cluster(&k, &token, "namespace_selector: {not_match: [\"kube-.*\"]}"),
+    let q = TestProxy::start(config(
+        cluster(
+            &k,
+            &token,
+            json!({"namespace_selector": {"not_match": ["kube-.*"]}}),
+        ),
         &[
             ("/dns", "kube-system/dns:http"),
             ("/shopping", "shopping/cart:http"),
@@ -476,13 +478,12 @@ fn multi_cluster_services_are_keyed_by_cluster_id() {
     let (te, tw) = (TokenFile::new("e"), TokenFile::new("w"));
     east.put_endpoints("shop", "cart", named("http", &[&a]));
     west.put_endpoints("shop", "cart", named("http", &[&b]));
-    let clusters = format!(
-        "[{}, {}]",
-        cluster(&east, &te, "id: east"),
-        cluster(&west, &tw, "id: west")
-    );
-    let p = TestProxy::start(&config(
-        &clusters,
+    let clusters = json!([
+        cluster(&east, &te, json!({"id": "east"})),
+        cluster(&west, &tw, json!({"id": "west"})),
+    ]);
+    let p = TestProxy::start(config(
+        clusters,
         &[
             ("/east", "east/shop/cart:http"),
             ("/west", "west/shop/cart:http"),
@@ -528,26 +529,25 @@ fn https_api_server_is_verified_against_ca_file_or_not_at_all() {
     let token = TokenFile::new("t");
     let ca_file = TokenFile::new(&ca.cert_pem());
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let one = |id: &str, service: &str| {
-        format!(
-            "{{id: {id}, service: {{schema: https, host: \"{}\", port: \"{}\", {service}}}, client: {{token_file: \"{}\"}}}}",
-            k.host(),
-            k.port(),
-            token.path()
-        )
+    let one = |id: &str, tls: Value| {
+        let mut service =
+            json!({"schema": "https", "host": k.host(), "port": k.port().to_string()});
+        if let (Some(s), Value::Object(tls)) = (service.as_object_mut(), tls) {
+            s.extend(tls);
+        }
+        json!({"id": id, "service": service, "client": {"token_file": token.path()}})
     };
-    let clusters = format!(
-        "[{}, {}, {}]",
+    let clusters = json!([
         one(
             "verified",
-            &format!("ssl_verify: true, ca_file: \"{}\"", ca_file.path())
+            json!({"ssl_verify": true, "ca_file": ca_file.path()})
         ),
-        one("insecure", "ssl_verify: false"),
+        one("insecure", json!({"ssl_verify": false})),
         // The system store does not know the test CA.
-        one("strict", "ssl_verify: true")
-    );
-    let p = TestProxy::start(&config(
-        &clusters,
+        one("strict", json!({"ssl_verify": true})),
+    ]);
+    let p = TestProxy::start(config(
+        clusters,
         &[
             ("/verified", "verified/shop/cart:http"),
             ("/insecure", "insecure/shop/cart:http"),

@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
+use weir_testkit::config::{self as conf, Conf, Upstream};
 use weir_testkit::fake_nacos::{instance, FakeNacos, Fault};
 use weir_testkit::grpc::{GrpcBackend, GrpcClient};
 use weir_testkit::{wait_for, Backend, TestProxy};
@@ -35,39 +36,39 @@ fn route<'a>(uri: &'a str, name: &'a str) -> Route<'a> {
 }
 
 /// A proxy configuration: the control API, `discovery.nacos` with `hosts`, short timeouts,
-/// `fetch_interval: 1` unless `extra` sets it, and the routes.
-fn config(hosts: &[String], extra: &str, routes: &[Route]) -> String {
-    let hosts: Vec<String> = hosts.iter().map(|s| format!("\"{s}\"")).collect();
-    let mut y = format!(
-        "control: {{listen: \"127.0.0.1:0\"}}\ndiscovery:\n  nacos:\n    host: [{}]\n    timeout: {{connect: 500, send: 500, read: 1000}}\n",
-        hosts.join(", ")
-    );
-    if !extra.contains("fetch_interval") {
-        y.push_str("    fetch_interval: 1\n");
+/// `fetch_interval: 1` unless `extra` sets it, the keys of `extra` (an object), and the routes.
+fn config(hosts: &[String], extra: Value, routes: &[Route]) -> Conf {
+    let mut nacos = json!({
+        "host": hosts,
+        "timeout": {"connect": 500, "send": 500, "read": 1000},
+    });
+    if extra.get("fetch_interval").is_none() {
+        nacos["fetch_interval"] = json!(1);
     }
-    for line in extra.lines() {
-        y.push_str(&format!("    {line}\n"));
+    if let (Some(n), Value::Object(extra)) = (nacos.as_object_mut(), extra) {
+        n.extend(extra);
     }
-    y.push_str("routes:\n");
+    let mut c = Conf::new().control().discovery("nacos", nacos);
     for (i, r) in routes.iter().enumerate() {
-        let mut args = Vec::new();
+        let mut args = serde_json::Map::new();
         if let Some(ns) = r.ns {
-            args.push(format!("namespace_id: {ns}"));
+            args.insert("namespace_id".into(), json!(ns));
         }
         if let Some(g) = r.group {
-            args.push(format!("group_name: {g}"));
+            args.insert("group_name".into(), json!(g));
         }
-        let args = if args.is_empty() {
-            String::new()
-        } else {
-            format!(", discovery_args: {{{}}}", args.join(", "))
-        };
-        y.push_str(&format!(
-            "  - {{id: r{i}, uri: {}, upstream: {{service_name: {}, discovery_type: nacos{args}}}}}\n",
-            r.uri, r.name
-        ));
+        let mut upstream = Upstream::discovered("nacos", r.name);
+        if !args.is_empty() {
+            upstream = upstream.discovery_args(Value::Object(args));
+        }
+        c = c.route(conf::Route::new(&format!("r{i}"), r.uri).upstream(upstream));
     }
-    y
+    c
+}
+
+/// No extra `discovery.nacos` keys.
+fn none() -> Value {
+    json!({})
 }
 
 fn counts(p: &TestProxy, path: &str, n: usize) -> HashMap<String, usize> {
@@ -133,7 +134,11 @@ fn traffic_follows_registration_and_deregistration() {
     let [a, b] = backends(["a", "b"]);
     let nacos = FakeNacos::start();
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(&[nacos.url()], "", &[route("/orders", "orders")]));
+    let p = TestProxy::start(config(
+        &[nacos.url()],
+        none(),
+        &[route("/orders", "orders")],
+    ));
     until_served(&p, "/orders", &["a"]);
     nacos.set_nodes("orders", &[(a.addr, 1.0), (b.addr, 1.0)]);
     until_served(&p, "/orders", &["a", "b"]);
@@ -189,7 +194,7 @@ fn namespaces_and_groups_are_separate_services() {
             ..route("/prod", "orders")
         },
     ];
-    let p = TestProxy::start(&config(&[nacos.url()], "", &routes));
+    let p = TestProxy::start(config(&[nacos.url()], none(), &routes));
     until_served(&p, "/default", &["a"]);
     until_served(&p, "/dev", &["b"]);
     until_served(&p, "/shop", &["c"]);
@@ -238,9 +243,9 @@ fn fractional_and_missing_weights() {
         "orders",
         vec![instance(a.addr, 2.6), instance(b.addr, 0.4), unweighted],
     );
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url()],
-        "weight: 2",
+        json!({"weight": 2}),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a", "b", "c"]);
@@ -290,7 +295,11 @@ fn disabled_unhealthy_and_invalid_instances_are_skipped() {
     );
     // Past the protection threshold Nacos returns unhealthy instances too.
     nacos.set_protect_threshold("public", DG, "orders", 0.9);
-    let p = TestProxy::start(&config(&[nacos.url()], "", &[route("/orders", "orders")]));
+    let p = TestProxy::start(config(
+        &[nacos.url()],
+        none(),
+        &[route("/orders", "orders")],
+    ));
     until_served(&p, "/orders", &["a", "d"]);
     assert_eq!(
         nodes(&p, ORDERS),
@@ -305,9 +314,9 @@ fn login_is_required_the_token_is_reused_and_secrets_never_shown() {
     let nacos = FakeNacos::start();
     nacos.require_login("nacos", "pa55-w0rd", Duration::from_secs(3600));
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url_with_credentials("nacos", "pa55-w0rd")],
-        "",
+        none(),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a"]);
@@ -353,9 +362,9 @@ fn an_expired_token_is_renewed() {
     let nacos = FakeNacos::start();
     nacos.require_login("nacos", "nacos", Duration::from_secs(2));
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url_with_credentials("nacos", "nacos")],
-        "",
+        none(),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a"]);
@@ -371,9 +380,9 @@ fn wrong_credentials_serve_nothing_and_do_not_leak() {
     let nacos = FakeNacos::start();
     nacos.require_login("nacos", "right", Duration::from_secs(3600));
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url_with_credentials("nacos", "wrong-pass")],
-        "",
+        none(),
         &[route("/orders", "orders")],
     ));
     let err = wait_for(SETTLE, || last_error(&p)).expect("the refused login is reported");
@@ -390,9 +399,9 @@ fn signed_requests() {
     let nacos = FakeNacos::start();
     nacos.require_signature("ak-1", "sk-secret");
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url()],
-        "access_key: ak-1\nsecret_key: sk-secret",
+        json!({"access_key": "ak-1", "secret_key": "sk-secret"}),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a"]);
@@ -421,17 +430,17 @@ fn a_service_referenced_by_a_config_change_is_served_at_once() {
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
     nacos.set_nodes("users", &[(b.addr, 1.0)]);
     // An hour between cycles: only the at-once fetch can serve the new service.
-    let extra = "fetch_interval: 3600";
-    let p = TestProxy::start(&config(
+    let extra = || json!({"fetch_interval": 3600});
+    let p = TestProxy::start(config(
         &[nacos.url()],
-        extra,
+        extra(),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a"]);
     until_served(&p, "/users", &["404"]);
-    p.apply(&config(
+    p.apply(config(
         &[nacos.url()],
-        extra,
+        extra(),
         &[route("/orders", "orders"), route("/users", "users")],
     ));
     until_served(&p, "/users", &["b"]);
@@ -451,7 +460,11 @@ fn survives(fault: impl FnOnce(&FakeNacos), heal: impl FnOnce(&FakeNacos)) {
     let [a, b] = backends(["a", "b"]);
     let nacos = FakeNacos::start();
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(&[nacos.url()], "", &[route("/orders", "orders")]));
+    let p = TestProxy::start(config(
+        &[nacos.url()],
+        none(),
+        &[route("/orders", "orders")],
+    ));
     until_served(&p, "/orders", &["a"]);
     let s = Stream::start(p.addr, "/orders", Some("b"));
     s.more(20);
@@ -501,9 +514,9 @@ fn one_failing_service_keeps_its_nodes_while_the_others_update() {
     let nacos = FakeNacos::start();
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
     nacos.set_nodes("users", &[(c.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[nacos.url()],
-        "",
+        none(),
         &[route("/orders", "orders"), route("/users", "users")],
     ));
     until_served(&p, "/orders", &["a"]);
@@ -532,9 +545,9 @@ fn a_dead_host_is_passed_over_in_every_cycle() {
     let dead = Backend::refused();
     let nacos = FakeNacos::start();
     nacos.set_nodes("orders", &[(a.addr, 1.0)]);
-    let p = TestProxy::start(&config(
+    let p = TestProxy::start(config(
         &[format!("http://{}", dead.addr()), nacos.url()],
-        "",
+        none(),
         &[route("/orders", "orders")],
     ));
     until_served(&p, "/orders", &["a"]);
@@ -556,11 +569,11 @@ fn grpc_upstreams_use_the_grpc_port_of_the_metadata() {
     let mut i = instance(web.addr, 1.0);
     i["metadata"] = json!({"gRPC_port": g.addr.port().to_string()});
     nacos.set_service("public", DG, "echo", vec![i]);
-    let mut y = config(&[nacos.url()], "", &[route("/web", "echo")]);
-    y.push_str(
-        "  - {id: grpc, uri: /weir.test.Echo/*, upstream: {scheme: grpc, service_name: echo, discovery_type: nacos}}\n",
+    let c = config(&[nacos.url()], none(), &[route("/web", "echo")]).route(
+        conf::Route::new("grpc", "/weir.test.Echo/*")
+            .upstream(Upstream::discovered("nacos", "echo").scheme("grpc")),
     );
-    let p = TestProxy::start(&y);
+    let p = TestProxy::start(c);
     until_served(&p, "/web", &["web"]);
     let client = GrpcClient::connect(p.addr);
     let ok = wait_for(SETTLE, || client.unary("Unary", "hi").ok());

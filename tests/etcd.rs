@@ -190,7 +190,9 @@ fn admin_writes_are_stored_in_etcd_and_served_by_every_instance() {
     let (s, v) = admin1.put("upstreams/u", &json!({"nodes": node(&a)}));
     assert_eq!(s, 201, "{v}");
     // The second instance validates against what its watch has applied: wait for it.
-    assert!(wait_for(PATIENCE, || (admin2.get("upstreams/u").0 == 200).then_some(())).is_some());
+    assert!(wait_for(PATIENCE, || (admin2.get("upstreams/u").0 == 200)
+        .then_some(()))
+    .is_some());
     let (s, v) = admin2.put("routes/r", &json!({"uri": "/*", "upstream_id": "u"}));
     assert_eq!(s, 201, "{v}");
     // Stored as the resource's JSON under <prefix>/<kind>/<id>.
@@ -261,7 +263,11 @@ fn etcd_down_at_start_serves_nothing_then_catches_up() {
     let (s, v) = w.admin().put("upstreams/x", &json!({"nodes": node(&a)}));
     assert_eq!(s, 503, "{v}");
     etcd.restart();
-    assert!(w.serves_within(RECONNECT, "/", 200, "a"), "{}", w.weir.log());
+    assert!(
+        w.serves_within(RECONNECT, "/", 200, "a"),
+        "{}",
+        w.weir.log()
+    );
     // SIGHUP is harmless with etcd (resources are always live).
     w.weir.signal("-HUP");
     assert!(w.logged("SIGHUP: resources come from etcd"));
@@ -291,7 +297,11 @@ fn a_lost_connection_keeps_the_configuration_and_resumes() {
     }
     etcd.restart();
     put(&etcd, "/weir/upstreams/u", &json!({"nodes": node(&b)}));
-    assert!(w.serves_within(RECONNECT, "/", 200, "b"), "{}", w.weir.log());
+    assert!(
+        w.serves_within(RECONNECT, "/", 200, "b"),
+        "{}",
+        w.weir.log()
+    );
 }
 
 #[test]

@@ -2,20 +2,45 @@
 //! h2-over-TLS listeners; `grpc` (h2c) and `grpcs` (h2 over TLS) upstreams; unary, server
 //! streaming and bidirectional calls; statuses and trailers relayed unchanged.
 
+use serde_json::{json, Value};
 use std::net::IpAddr;
 use tonic::Code;
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::grpc::{GrpcBackend, GrpcClient};
-use weir_testkit::pki::{yaml_block, TestCa};
+use weir_testkit::pki::TestCa;
 use weir_testkit::TestProxy;
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-fn grpc_route(scheme: &str, lb: &str, nodes: &[&GrpcBackend], extra: &str) -> String {
-    let list: Vec<String> = nodes.iter().map(|b| format!("\"{}\": 1", b.addr)).collect();
-    format!(
-        "routes:\n  - id: grpc\n    uri: /weir.test.Echo/*\n    upstream:\n      scheme: {scheme}\n      {lb}\n      nodes: {{{}}}\n{extra}",
-        list.join(", ")
+/// The route of the test service, to `upstream`.
+fn grpc_route(upstream: Upstream) -> Conf {
+    Conf::new().route(Route::new("grpc", "/weir.test.Echo/*").upstream(upstream))
+}
+
+/// An upstream of `scheme` (`grpc`, `grpcs`) over `nodes`.
+fn grpc_upstream(scheme: &str, nodes: &[&GrpcBackend]) -> Upstream {
+    Upstream::nodes(nodes).scheme(scheme)
+}
+
+/// Every load-balancing type, by name, as upstream fields.
+fn every_lb() -> [(&'static str, Value); 4] {
+    [
+        ("roundrobin", json!({"type": "roundrobin"})),
+        ("chash", json!({"type": "chash", "key": "uri"})),
+        ("least_conn", json!({"type": "least_conn"})),
+        ("ewma", json!({"type": "ewma"})),
+    ]
+}
+
+/// A grpcs upstream over `nodes` verified against the CA certificate `ca` (added too).
+fn grpcs_route(nodes: &[&GrpcBackend], lb: Value, ca: &TestCa) -> Conf {
+    grpc_route(
+        grpc_upstream("grpcs", nodes)
+            .merge(lb)
+            .tls_verify(true)
+            .ca_certificates(&["ca"]),
     )
+    .ca_certificate("ca", ca)
 }
 
 /// Every kind of call, through `client`, against backends named a and b.
@@ -62,13 +87,8 @@ fn the_test_backend_speaks_grpc_directly() {
 #[test]
 fn grpc_over_h2c_through_every_load_balancing_type() {
     let (a, b) = (GrpcBackend::start("a"), GrpcBackend::start("b"));
-    for lb in [
-        "type: roundrobin",
-        "type: chash\n      key: uri",
-        "type: least_conn",
-        "type: ewma",
-    ] {
-        let p = TestProxy::start(&grpc_route("grpc", lb, &[&a, &b], ""));
+    for (lb, fields) in every_lb() {
+        let p = TestProxy::start(grpc_route(grpc_upstream("grpc", &[&a, &b]).merge(fields)));
         exercise(&GrpcClient::connect(p.addr), lb);
     }
     assert!(a.calls() > 0 && b.calls() > 0, "both nodes served calls");
@@ -82,17 +102,8 @@ fn grpcs_upstreams_verify_the_backend_and_pass_the_authority() {
         GrpcBackend::start_tls("a", id()),
         GrpcBackend::start_tls("b", id()),
     );
-    let extra = format!(
-        "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
-        yaml_block(&ca.cert_pem(), 6)
-    );
-    for lb in [
-        "type: roundrobin",
-        "type: chash\n      key: uri",
-        "type: least_conn",
-        "type: ewma",
-    ] {
-        let p = TestProxy::start(&grpc_route("grpcs", lb, &[&a, &b], &extra));
+    for (lb, fields) in every_lb() {
+        let p = TestProxy::start(grpcs_route(&[&a, &b], fields, &ca));
         let before = (a.authorities().len(), b.authorities().len());
         exercise(&GrpcClient::connect(p.addr), lb);
         // pass_host: pass: the client's :authority reaches the backend, on every call of this
@@ -114,14 +125,16 @@ fn grpcs_upstreams_verify_the_backend_and_pass_the_authority() {
 #[test]
 fn pass_host_sets_the_upstream_authority() {
     let a = GrpcBackend::start("a");
-    for (fields, want) in [
+    let upstream = || grpc_upstream("grpc", &[&a]).lb("roundrobin");
+    for (upstream, want) in [
         (
-            "      pass_host: rewrite\n      upstream_host: greeter.internal\n".to_owned(),
+            upstream().rewrite_host("greeter.internal"),
             "greeter.internal".to_owned(),
         ),
-        ("      pass_host: node\n".to_owned(), a.addr.to_string()),
+        (upstream().pass_host("node"), a.addr.to_string()),
     ] {
-        let p = TestProxy::start(&grpc_route("grpc", "type: roundrobin", &[&a], &fields));
+        let fields = upstream.to_value();
+        let p = TestProxy::start(grpc_route(upstream));
         let c = GrpcClient::connect(p.addr);
         assert_eq!(c.unary("Unary", "hi").expect("unary"), "a:hi");
         assert_eq!(a.authorities().last(), Some(&want), "{fields}");
@@ -132,11 +145,10 @@ fn pass_host_sets_the_upstream_authority() {
 #[test]
 fn keepalive_limits_apply_to_http2_streams() {
     let a = GrpcBackend::start("a");
-    let p = TestProxy::start(&grpc_route(
-        "grpc",
-        "type: roundrobin",
-        &[&a],
-        "      keepalive_pool: {size: 1, requests: 2, idle_timeout: 60}\n",
+    let p = TestProxy::start(grpc_route(
+        grpc_upstream("grpc", &[&a])
+            .lb("roundrobin")
+            .keepalive_pool(json!({"size": 1, "requests": 2, "idle_timeout": 60})),
     ));
     let c = GrpcClient::connect(p.addr);
     for i in 0..6 {
@@ -157,11 +169,7 @@ fn grpcs_to_an_untrusted_backend_is_unavailable() {
     let rogue = TestCa::new("Rogue CA");
     let ca = TestCa::new("gRPC CA");
     let a = GrpcBackend::start_tls("a", rogue.issue("grpc", &["grpc.test"], &[LOCAL], false));
-    let extra = format!(
-        "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
-        yaml_block(&ca.cert_pem(), 6)
-    );
-    let p = TestProxy::start(&grpc_route("grpcs", "type: roundrobin", &[&a], &extra));
+    let p = TestProxy::start(grpcs_route(&[&a], json!({"type": "roundrobin"}), &ca));
     let e = GrpcClient::connect(p.addr)
         .unary("Unary", "hi")
         .expect_err("an unverified backend must not be used");
@@ -175,11 +183,7 @@ fn grpcs_to_an_ip_the_certificate_does_not_name_is_refused_on_every_call() {
     // Trusted chain, but no IP SAN: the IP node fails verification after the handshake, and
     // the HTTP/2 connection (pooled by Pingora before Weir's check) is never used.
     let a = GrpcBackend::start_tls("a", ca.issue("grpc", &["grpc.test"], &[], false));
-    let extra = format!(
-        "      tls_verify: true\n      ca_certificates: [ca]\nca_certificates:\n  - id: ca\n    cert: {}",
-        yaml_block(&ca.cert_pem(), 6)
-    );
-    let p = TestProxy::start(&grpc_route("grpcs", "type: roundrobin", &[&a], &extra));
+    let p = TestProxy::start(grpcs_route(&[&a], json!({"type": "roundrobin"}), &ca));
     let c = GrpcClient::connect(p.addr);
     for _ in 0..3 {
         let e = c.unary("Unary", "hi").expect_err("must be refused");
@@ -191,10 +195,7 @@ fn grpcs_to_an_ip_the_certificate_does_not_name_is_refused_on_every_call() {
 #[test]
 fn weirs_own_failures_are_unavailable_to_grpc_clients() {
     let refused = weir_testkit::Backend::refused();
-    let dead = refused.addr().to_string();
-    let p = TestProxy::start(&format!(
-        "routes:\n  - id: grpc\n    uri: /weir.test.Echo/*\n    upstream: {{scheme: grpc, nodes: {{\"{dead}\": 1}}}}\n"
-    ));
+    let p = TestProxy::start(grpc_route(Upstream::nodes(&[&refused]).scheme("grpc")));
     let e = GrpcClient::connect(p.addr)
         .unary("Unary", "hi")
         .expect_err("no upstream answers");
@@ -206,12 +207,11 @@ fn tls_listen_serves_h2_with_a_certificate_from_the_configuration() {
     let ca = TestCa::new("Edge CA");
     let edge = ca.issue("weir edge", &["weir.test"], &[], false);
     let a = GrpcBackend::start("a");
-    let p = TestProxy::start(&format!(
-        "server:\n  tls_listen: [{{addr: \"127.0.0.1:1\", certificate: edge}}]\n{}certificates:\n  - id: edge\n    cert: {}    key: {}",
-        grpc_route("grpc", "type: roundrobin", &[&a], ""),
-        yaml_block(&edge.cert_pem(), 6),
-        yaml_block(&edge.key_pem(), 6)
-    ));
+    let p = TestProxy::start(
+        grpc_route(grpc_upstream("grpc", &[&a]).lb("roundrobin"))
+            .tls_listen("edge")
+            .certificate("edge", &edge),
+    );
     let c = GrpcClient::connect_tls(p.tls[0], "weir.test", &ca.id.cert);
     assert_eq!(c.unary("Unary", "over tls").expect("unary"), "a:over tls");
     assert_eq!(c.server_stream("Stream", "2").expect("stream").len(), 2);

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use weir_testkit::config::{Conf, Node, Route, Service, Upstream};
 use weir_testkit::{wait_for, Backend, Mode, TestProxy};
 
 const PROBE_PATH: &str = "/healthz";
@@ -23,8 +24,13 @@ fn three_backends() -> (Backend, Backend, Backend) {
 }
 
 /// `checks.active` probing `PROBE_PATH` every second, up or down.
-fn active_every_second() -> String {
-    format!("      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n")
+fn active_every_second() -> Value {
+    json!({"http_path": PROBE_PATH, "healthy": {"interval": 1}, "unhealthy": {"interval": 1}})
+}
+
+/// `checks.active` of TCP probes 300 s apart: in effect, only the first one runs.
+fn tcp_every_300s() -> Value {
+    json!({"type": "tcp", "healthy": {"interval": 300}, "unhealthy": {"interval": 300}})
 }
 
 /// Client (non-probe) requests a backend has seen.
@@ -42,20 +48,12 @@ fn probes_at(b: &Backend, path: &str) -> Vec<weir_testkit::Seen> {
     b.seen().into_iter().filter(|s| s.target == path).collect()
 }
 
-/// A configuration with the control API, one route to upstream `u1`, and `upstream` (YAML
-/// lines of the upstream, indented by four spaces).
-fn config(upstream: &str) -> String {
-    format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\nroutes:\n  - {{id: r1, uri: /*, upstream_id: u1}}\nupstreams:\n  - id: u1\n{upstream}"
-    )
-}
-
-fn nodes(backends: &[&Backend]) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("\"{}\": 1", b.addr))
-        .collect();
-    format!("    nodes: {{{}}}\n", list.join(", "))
+/// A configuration with the control API, one route to upstream `u1`, and `upstream` as `u1`.
+fn config(upstream: Upstream) -> Conf {
+    Conf::new()
+        .control()
+        .route(Route::new("r1", "/*").upstream_id("u1"))
+        .upstream(upstream.id("u1"))
 }
 
 /// The control API's view of one target of `key`.
@@ -81,11 +79,9 @@ fn wait_status(p: &TestProxy, key: &str, port: u16, want: &str, within: Duration
 #[test]
 fn a_killed_node_is_ejected_and_a_revived_node_gets_traffic_again() {
     let (a, b, c) = three_backends();
-    let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n{}",
-        nodes(&[&a, &b, &c]),
-        active_every_second()
-    )));
+    let p = TestProxy::start(config(
+        Upstream::nodes(&[&a, &b, &c]).active_check(active_every_second()),
+    ));
     // Probes reach every node.
     for n in [&a, &b, &c] {
         assert!(
@@ -126,10 +122,11 @@ fn a_node_answering_500_is_ejected_by_passive_checks() {
     let (a, b, c) = three_backends();
     c.set_mode(Mode::Status(500));
     // TCP probes (which the 500 node passes) far apart: only passive reports act here.
-    let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n      active: {{type: tcp, healthy: {{interval: 300}}, unhealthy: {{interval: 300}}}}\n      passive: {{unhealthy: {{http_failures: 3}}}}\n",
-        nodes(&[&a, &b, &c])
-    )));
+    let p = TestProxy::start(config(
+        Upstream::nodes(&[&a, &b, &c])
+            .active_check(tcp_every_300s())
+            .passive_check(json!({"unhealthy": {"http_failures": 3}})),
+    ));
     let mut client = p.client();
     let mut errors = 0;
     for i in 1..=40 {
@@ -153,12 +150,9 @@ fn a_node_answering_500_is_ejected_by_passive_checks() {
 fn failed_attempts_that_are_retried_are_reported_without_a_passive_block() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let dead = Backend::refused();
-    let p = TestProxy::start(&config(&format!(
-        "    nodes: {{\"{}\": 1, \"{}\": 1, \"{}\": 1}}\n    checks:\n      active: {{type: tcp, healthy: {{interval: 300}}, unhealthy: {{interval: 300}}}}\n",
-        a.addr,
-        b.addr,
-        dead.addr()
-    )));
+    let p = TestProxy::start(config(
+        Upstream::nodes(&[a.addr, b.addr, dead.addr()]).active_check(tcp_every_300s()),
+    ));
     let mut client = p.client();
     for _ in 0..12 {
         assert_eq!(client.get("/").expect("request").status, 200);
@@ -172,20 +166,19 @@ fn failed_attempts_that_are_retried_are_reported_without_a_passive_block() {
 #[test]
 fn every_algorithm_skips_down_nodes_and_chash_keeps_its_ring() {
     let types = [
-        "type: roundrobin",
-        "type: chash\n    key: uri",
-        "type: least_conn",
-        "type: ewma",
+        ("roundrobin", json!({"type": "roundrobin"})),
+        ("chash", json!({"type": "chash", "key": "uri"})),
+        ("least_conn", json!({"type": "least_conn"})),
+        ("ewma", json!({"type": "ewma"})),
     ];
-    for lb in types {
+    for (lb, fields) in types {
         let (a, b, c) = (
             Backend::start("a"),
             Backend::start("b"),
             Backend::start("c"),
         );
-        let p = TestProxy::start(&config(&format!(
-            "    {lb}\n{}    checks:\n      active: {{http_path: {PROBE_PATH}, healthy: {{interval: 1}}, unhealthy: {{interval: 1, http_failures: 1}}}}\n",
-            nodes(&[&a, &b, &c])
+        let p = TestProxy::start(config(Upstream::nodes(&[&a, &b, &c]).merge(fields).active_check(
+            json!({"http_path": PROBE_PATH, "healthy": {"interval": 1}, "unhealthy": {"interval": 1, "http_failures": 1}}),
         )));
         let mut client = p.client();
         let paths: Vec<String> = (0..40).map(|i| format!("/k{i}")).collect();
@@ -199,7 +192,7 @@ fn every_algorithm_skips_down_nodes_and_chash_keeps_its_ring() {
         for (path, was) in paths.iter().zip(&before) {
             let r = client.get(path).expect("request");
             assert_eq!(r.status, 200, "{lb}: {path} answered {}", r.status);
-            if lb.contains("chash") && was != "c" {
+            if lb == "chash" && was != "c" {
                 assert_eq!(&r.body, was, "{lb}: {path} moved although its node is up");
             }
         }
@@ -214,9 +207,8 @@ fn all_nodes_down_fails_open_and_targets_are_shared_by_identity() {
     // target (127.0.0.1, port, 127.0.0.1), and it goes down.
     let refused = Backend::refused();
     let dead = refused.port();
-    let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n      active: {{port: {dead}, healthy: {{interval: 1}}, unhealthy: {{interval: 1}}}}\n",
-        nodes(&[&a, &b])
+    let p = TestProxy::start(config(Upstream::nodes(&[&a, &b]).active_check(
+        json!({"port": dead, "healthy": {"interval": 1}, "unhealthy": {"interval": 1}}),
     )));
     wait_status(&p, "upstreams/u1", dead, "unhealthy", PATIENCE);
     let (_, body) = p.control_get("/v1/healthcheck/upstreams/u1");
@@ -232,9 +224,8 @@ fn all_nodes_down_fails_open_and_targets_are_shared_by_identity() {
 fn a_single_node_upstream_is_never_filtered() {
     let a = Backend::start("a");
     a.set_mode(Mode::Status(500));
-    let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n      active: {{http_path: {PROBE_PATH}, unhealthy: {{http_failures: 1}}}}\n",
-        nodes(&[&a])
+    let p = TestProxy::start(config(Upstream::nodes(&[&a]).active_check(
+        json!({"http_path": PROBE_PATH, "unhealthy": {"http_failures": 1}}),
     )));
     wait_status(&p, "upstreams/u1", a.port(), "unhealthy", PATIENCE);
     let r = p.client().get("/").expect("request");
@@ -245,11 +236,10 @@ fn a_single_node_upstream_is_never_filtered() {
 fn a_down_high_priority_node_sends_traffic_to_the_lower_level() {
     let (hi, lo) = (Backend::start("hi"), Backend::start("lo"));
     hi.set_mode(Mode::Status(503));
-    let p = TestProxy::start(&config(&format!(
-        "    nodes:\n      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 1}}\n      - {{host: 127.0.0.1, port: {}, weight: 1, priority: 0}}\n    checks:\n      active: {{http_path: {PROBE_PATH}, unhealthy: {{http_failures: 1}}}}\n",
-        hi.port(),
-        lo.port()
-    )));
+    let p = TestProxy::start(config(
+        Upstream::list([Node::of(&hi).priority(1), Node::of(&lo).priority(0)])
+            .active_check(json!({"http_path": PROBE_PATH, "unhealthy": {"http_failures": 1}})),
+    ));
     wait_status(&p, "upstreams/u1", hi.port(), "unhealthy", PATIENCE);
     let mut client = p.client();
     for _ in 0..5 {
@@ -264,11 +254,23 @@ fn a_down_high_priority_node_sends_traffic_to_the_lower_level() {
 #[test]
 fn probes_carry_the_host_headers_and_settings_of_the_check() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let p = TestProxy::start(&format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\nupstreams:\n  - id: plain\n{}    checks:\n      active:\n        http_path: {PROBE_PATH}\n        host: health.example\n        http_method: POST\n        http_req_body: ping\n        req_headers: [\"X-Probe: yes\"]\n  - id: rewrite\n    pass_host: rewrite\n    upstream_host: rewritten.example\n{}    checks:\n      active: {{http_path: {PROBE_PATH}, host: ignored.example}}\n",
-        nodes(&[&a]),
-        nodes(&[&b])
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .control()
+            .upstream(Upstream::nodes(&[&a]).id("plain").active_check(json!({
+                "http_path": PROBE_PATH,
+                "host": "health.example",
+                "http_method": "POST",
+                "http_req_body": "ping",
+                "req_headers": ["X-Probe: yes"],
+            })))
+            .upstream(
+                Upstream::nodes(&[&b])
+                    .id("rewrite")
+                    .rewrite_host("rewritten.example")
+                    .active_check(json!({"http_path": PROBE_PATH, "host": "ignored.example"})),
+            ),
+    );
     let seen = wait_for(PATIENCE, || probes(&a).into_iter().next()).expect("probe");
     assert_eq!(seen.method, "POST");
     assert_eq!(
@@ -296,10 +298,16 @@ fn probes_carry_the_host_headers_and_settings_of_the_check() {
 fn https_probes_send_the_host_as_sni() {
     let ca = weir_testkit::pki::TestCa::new("probe CA");
     let tls = Backend::start_https("tls", &ca, &["secure.example"], &[]);
-    let _p = TestProxy::start(&config(&format!(
-        "    scheme: https\n{}    checks:\n      active: {{type: https, https_verify_certificate: false, host: secure.example, http_path: {PROBE_PATH}}}\n",
-        nodes(&[&tls])
-    )));
+    let _p = TestProxy::start(config(
+        Upstream::nodes(&[&tls])
+            .scheme("https")
+            .active_check(json!({
+                "type": "https",
+                "https_verify_certificate": false,
+                "host": "secure.example",
+                "http_path": PROBE_PATH,
+            })),
+    ));
     let seen = wait_for(PATIENCE, || probes(&tls).into_iter().next()).expect("probe");
     assert_eq!(seen.sni.as_deref(), Some("secure.example"));
     assert_eq!(
@@ -315,10 +323,13 @@ fn https_probes_verify_the_certificate_by_default() {
     let ca = weir_testkit::pki::TestCa::new("untrusted CA");
     let tls = Backend::start_https("tls", &ca, &["secure.example"], &[]);
     let other = Backend::start("other");
-    let p = TestProxy::start(&config(&format!(
-        "    scheme: https\n{}    checks:\n      active: {{type: https, host: secure.example, http_path: {PROBE_PATH}}}\n",
-        nodes(&[&tls, &other])
-    )));
+    let p = TestProxy::start(config(
+        Upstream::nodes(&[&tls, &other])
+            .scheme("https")
+            .active_check(
+                json!({"type": "https", "host": "secure.example", "http_path": PROBE_PATH}),
+            ),
+    ));
     let state = wait_status(&p, "upstreams/u1", tls.port(), "unhealthy", PATIENCE);
     assert_eq!(state["counter"]["tcp_failure"], 2);
     assert!(
@@ -331,22 +342,26 @@ fn https_probes_verify_the_certificate_by_default() {
 fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
     let (a, b, c) = three_backends();
     c.set_mode(Mode::Status(500));
-    let upstream = |nodes: &str, interval: u32, timeout: u32, path: &str| {
-        format!(
-            "{nodes}    timeout: {{connect: {timeout}, send: {timeout}, read: {timeout}}}\n    checks:\n      active: {{http_path: {path}, healthy: {{interval: {interval}}}, unhealthy: {{interval: {interval}, http_failures: 2}}}}\n"
-        )
+    let upstream = |backends: &[&Backend], interval: u32, timeout: f64, path: &str| {
+        Upstream::nodes(backends)
+            .timeout(timeout, timeout, timeout)
+            .active_check(json!({
+                "http_path": path,
+                "healthy": {"interval": interval},
+                "unhealthy": {"interval": interval, "http_failures": 2},
+            }))
     };
-    let all = nodes(&[&a, &b, &c]);
-    let p = TestProxy::start(&config(&upstream(&all, 1, 5, PROBE_PATH)));
+    let all = [&a, &b, &c];
+    let p = TestProxy::start(config(upstream(&all, 1, 5.0, PROBE_PATH)));
     wait_status(&p, "upstreams/u1", c.port(), "unhealthy", PATIENCE);
 
     // Other fields change: state kept.
-    p.apply(&config(&upstream(&all, 1, 6, PROBE_PATH)));
+    p.apply(config(upstream(&all, 1, 6.0, PROBE_PATH)));
     let state = target_state(&p, "upstreams/u1", c.port()).expect("target");
     assert_eq!(state["status"], "unhealthy");
     assert_eq!(state["counter"]["http_failure"], 2);
     // `checks` change: the checker restarts with the new settings, state kept.
-    p.apply(&config(&upstream(&all, 2, 6, PROBE_PATH)));
+    p.apply(config(upstream(&all, 2, 6.0, PROBE_PATH)));
     let state = target_state(&p, "upstreams/u1", c.port()).expect("target");
     assert_eq!(state["status"], "unhealthy");
 
@@ -354,7 +369,7 @@ fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
     // another path, so a probe of the old settings that was already under way when c was
     // removed (it may land any time later) is never mistaken for a probe of the new ones.
     const AFTER: &str = "/healthz-after-removal";
-    p.apply(&config(&upstream(&nodes(&[&a, &b]), 1, 6, AFTER)));
+    p.apply(config(upstream(&[&a, &b], 1, 6.0, AFTER)));
     assert_eq!(target_state(&p, "upstreams/u1", c.port()), None);
     // Watch for three probe rounds of the new settings, on the nodes that stayed.
     for n in [&a, &b] {
@@ -372,21 +387,28 @@ fn health_state_survives_reloads_and_removed_nodes_stop_being_probed() {
     );
 
     // `checks` removed: no checker left.
-    p.apply(&format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\nroutes: [{{id: r1, uri: /*, upstream_id: u1}}]\nupstreams:\n  - id: u1\n{}",
-        nodes(&[&a, &b])
-    ));
+    p.apply(config(Upstream::nodes(&[&a, &b])));
     assert_eq!(p.control_get("/v1/healthcheck"), (200, json!([])));
 }
 
 #[test]
 fn control_api_reports_checkers_and_answers_unknown_ids() {
     let a = Backend::start("a");
-    let p = TestProxy::start(&format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\nroutes:\n  - id: r1\n    uri: /r1\n    upstream:\n{n}      checks: {{active: {{type: tcp}}}}\n  - {{id: r2, uri: /r2, service_id: s1}}\n  - {{id: r3, uri: /r3, upstream_id: plain}}\nservices:\n  - id: s1\n    upstream:\n{n}      checks: {{active: {{http_path: /status}}}}\nupstreams:\n  - id: plain\n{top}",
-        n = format!("  {}", nodes(&[&a])),
-        top = nodes(&[&a])
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .control()
+            .route(
+                Route::new("r1", "/r1")
+                    .upstream(Upstream::nodes(&[&a]).active_check(json!({"type": "tcp"}))),
+            )
+            .route(Route::new("r2", "/r2").service_id("s1"))
+            .route(Route::new("r3", "/r3").upstream_id("plain"))
+            .service(
+                Service::new("s1")
+                    .upstream(Upstream::nodes(&[&a]).active_check(json!({"http_path": "/status"}))),
+            )
+            .upstream(Upstream::nodes(&[&a]).id("plain")),
+    );
     let (status, all) = p.control_get("/v1/healthcheck");
     assert_eq!(status, 200);
     let names: Vec<&str> = all
@@ -434,11 +456,11 @@ fn control_api_reports_checkers_and_answers_unknown_ids() {
 #[test]
 fn reliability_under_a_node_restart() {
     let (a, b, c) = three_backends();
-    let p = TestProxy::start(&config(&format!(
-        "{}    checks:\n{}      passive: {{}}\n",
-        nodes(&[&a, &b, &c]),
-        active_every_second()
-    )));
+    let p = TestProxy::start(config(
+        Upstream::nodes(&[&a, &b, &c])
+            .active_check(active_every_second())
+            .passive_check(json!({})),
+    ));
     let mut client = p.client();
     let start = Instant::now();
     let (mut sent, mut errors) = (0u32, 0u32);

@@ -5,20 +5,22 @@
 //! (`TestProxy::wait_finished`) before it sends the next: otherwise the next request may find
 //! the pool empty and open a connection, depending on scheduling.
 
+use serde_json::{json, Value};
 use std::time::Duration;
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::{wait_for, Backend, Mode, TestProxy};
 
-fn proxy_for(b: &Backend, pool: &str) -> TestProxy {
-    TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{keepalive_pool: {pool}, nodes: {{\"{}\": 1}}}}}}]\n",
-        b.addr
-    ))
+fn proxy_for(b: &Backend, pool: Value) -> TestProxy {
+    TestProxy::start(
+        Conf::new()
+            .route(Route::new("r", "/*").upstream(Upstream::nodes(&[b]).keepalive_pool(pool))),
+    )
 }
 
 #[test]
 fn sequential_requests_reuse_upstream_connections() {
     let b = Backend::start("b");
-    let p = proxy_for(&b, "{}");
+    let p = proxy_for(&b, json!({}));
     let mut c = p.client();
     for i in 1..=1000 {
         assert_eq!(c.get("/").expect("req").status, 200);
@@ -31,7 +33,7 @@ fn sequential_requests_reuse_upstream_connections() {
 #[test]
 fn requests_limit_closes_after_the_last_request() {
     let b = Backend::start("b");
-    let p = proxy_for(&b, "{requests: 3}");
+    let p = proxy_for(&b, json!({"requests": 3}));
     let mut c = p.client();
     for i in 1..=4 {
         assert_eq!(c.get("/").expect("req").status, 200);
@@ -50,7 +52,7 @@ fn requests_limit_closes_after_the_last_request() {
 #[test]
 fn idle_connections_are_dropped_after_idle_timeout() {
     let b = Backend::start("b");
-    let p = proxy_for(&b, "{idle_timeout: 0.2}");
+    let p = proxy_for(&b, json!({"idle_timeout": 0.2}));
     let mut c = p.client();
     c.get("/").expect("first");
     p.wait_finished(1);
@@ -76,7 +78,7 @@ fn idle_connections_are_dropped_after_idle_timeout() {
 #[test]
 fn idle_timeout_zero_never_keeps_connections() {
     let b = Backend::start("b");
-    let p = proxy_for(&b, "{idle_timeout: 0}");
+    let p = proxy_for(&b, json!({"idle_timeout": 0}));
     let mut c = p.client();
     for i in 1..=3 {
         c.get("/").expect("req");
@@ -88,7 +90,7 @@ fn idle_timeout_zero_never_keeps_connections() {
 #[test]
 fn size_bounds_idle_connections_per_upstream() {
     let b = Backend::start("b");
-    let p = proxy_for(&b, "{size: 2}");
+    let p = proxy_for(&b, json!({"size": 2}));
     // Eight requests held by the backend at once, so eight are busy together.
     let burst = |p: &TestProxy, done_before: u64| {
         b.set_mode(Mode::Hold);

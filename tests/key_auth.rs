@@ -1,25 +1,33 @@
 //! Consumers and the key-auth plugin; chash on the authenticated consumer.
 
+use serde_json::{json, Value};
+use weir_testkit::config::{Conf, Consumer, Route, Service, Upstream};
 use weir_testkit::{Backend, TestProxy};
 
-fn proxy(b: &Backend, route_plugins: &str) -> TestProxy {
-    TestProxy::start(&format!(
-        "routes:
-  - {{id: r, uri: /*, service_id: s{route_plugins}}}
-services:
-  - {{id: s, plugins: {{key-auth: {{}}}}, upstream: {{nodes: {{\"{}\": 1}}}}}}
-consumers:
-  - {{username: alice, plugins: {{key-auth: {{key: alice-key}}}}}}
-  - {{username: bob, plugins: {{key-auth: {{key: bob-key}}}}}}
-",
-        b.addr
-    ))
+/// A route through a service with key-auth; `route_key_auth`: the route's own key-auth
+/// settings, if any.
+fn proxy(b: &Backend, route_key_auth: Option<Value>) -> TestProxy {
+    let mut route = Route::new("r", "/*").service_id("s");
+    if let Some(conf) = route_key_auth {
+        route = route.plugin("key-auth", conf);
+    }
+    TestProxy::start(
+        Conf::new()
+            .route(route)
+            .service(
+                Service::new("s")
+                    .plugin("key-auth", json!({}))
+                    .upstream(Upstream::nodes(&[b])),
+            )
+            .consumer(Consumer::key_auth("alice", "alice-key"))
+            .consumer(Consumer::key_auth("bob", "bob-key")),
+    )
 }
 
 #[test]
 fn missing_or_unknown_keys_get_401() {
     let b = Backend::start("b");
-    let p = proxy(&b, "");
+    let p = proxy(&b, None);
     let mut c = p.client();
     let r = c.get("/").expect("req");
     assert_eq!(r.status, 401);
@@ -47,7 +55,7 @@ fn missing_or_unknown_keys_get_401() {
 #[test]
 fn hide_credentials_removes_the_key_from_the_upstream_request() {
     let b = Backend::start("b");
-    let p = proxy(&b, ", plugins: {key-auth: {hide_credentials: true}}");
+    let p = proxy(&b, Some(json!({"hide_credentials": true})));
     let mut c = p.client();
     assert_eq!(
         c.request("GET", "/p", &[("apikey", "alice-key")], b"")
@@ -68,18 +76,16 @@ fn chash_on_the_consumer() {
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let p = TestProxy::start(&format!(
-        "routes:
-  - id: r
-    uri: /*
-    plugins: {{key-auth: {{}}}}
-    upstream: {{type: chash, hash_on: consumer, nodes: {{\"{}\": 1, \"{}\": 1, \"{}\": 1}}}}
-consumers:
-  - {{username: alice, plugins: {{key-auth: {{key: ka}}}}}}
-  - {{username: bob, plugins: {{key-auth: {{key: kb}}}}}}
-",
-        bs[0].addr, bs[1].addr, bs[2].addr
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(
+                Route::new("r", "/*")
+                    .plugin("key-auth", json!({}))
+                    .upstream(Upstream::nodes(&bs).lb("chash").hash_on("consumer")),
+            )
+            .consumer(Consumer::key_auth("alice", "ka"))
+            .consumer(Consumer::key_auth("bob", "kb")),
+    );
     let mut c = p.client();
     for key in ["ka", "kb"] {
         let first = c

@@ -3,7 +3,10 @@
 //! Dead nodes are `Backend::refused()` ports: bound and never listening for the whole test, so
 //! no other socket (another test's backend or proxy) can take the port and answer.
 
-use weir_testkit::{Backend, Mode, TestProxy};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+use weir_testkit::{wait_for, Backend, Mode, TestProxy};
 
 #[test]
 fn connect_failures_are_retried_on_other_nodes() {
@@ -215,4 +218,30 @@ fn a_pooled_connection_that_died_gets_one_free_retry_for_idempotent_methods() {
     let r = c.request("POST", "/three", &[], b"x").expect("post");
     assert_eq!(r.status, 502);
     assert_eq!(a.seen().len(), 4);
+}
+
+#[test]
+fn a_request_the_client_gives_up_on_releases_its_in_flight_count() {
+    let slow = Backend::start("slow");
+    slow.set_mode(Mode::Hang);
+    let p = TestProxy::start(&format!(
+        "routes: [{{id: r, uri: /*, upstream: {{type: least_conn, nodes: {{\"{}\": 1}}}}}}]\n",
+        slow.addr
+    ));
+    let in_flight = || {
+        p.handle.load().upstreams["routes/r"].nodes[0]
+            .state
+            .in_flight()
+    };
+    let mut s = TcpStream::connect(p.addr).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    wait_for(Duration::from_secs(10), || (slow.hits() == 1).then_some(()))
+        .expect("the request reached the node");
+    assert_eq!(in_flight(), 1);
+    // The client goes away while the node keeps the request: the attempt ends without an
+    // outcome, and its count is released.
+    drop(s);
+    p.wait_finished(1);
+    assert_eq!(in_flight(), 0);
 }

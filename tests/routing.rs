@@ -1,5 +1,6 @@
 //! Route matching and upstream resolution through the real proxy.
 
+use weir_testkit::config::{Conf, Route, Service, Upstream};
 use weir_testkit::{Backend, TestProxy};
 
 fn get(p: &TestProxy, host: &str, path: &str) -> (u16, String) {
@@ -14,23 +15,29 @@ fn get(p: &TestProxy, host: &str, path: &str) -> (u16, String) {
 fn most_specific_route_wins() {
     let names = ["any", "api", "exact", "wild", "host", "post"];
     let bs: Vec<Backend> = names.iter().map(|n| Backend::start(n)).collect();
-    let up = |i: usize| format!("{{nodes: {{\"{}\": 1}}}}", bs[i].addr);
-    let p = TestProxy::start(&format!(
-        "routes:
-  - {{id: any, uri: /*, upstream: {}}}
-  - {{id: api, uris: [/api/*, /v2/*], upstream: {}}}
-  - {{id: exact, uri: /api/status, upstream: {}}}
-  - {{id: wild, uri: /*, host: \"*.example.com\", upstream: {}}}
-  - {{id: host, uri: /*, hosts: [shop.example.com], upstream: {}}}
-  - {{id: post, uri: /api/*, methods: [POST], priority: 10, upstream: {}}}
-",
-        up(0),
-        up(1),
-        up(2),
-        up(3),
-        up(4),
-        up(5)
-    ));
+    let up = |i: usize| Upstream::nodes(&[&bs[i]]);
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("any", "/*").upstream(up(0)))
+            .route(Route::uris("api", &["/api/*", "/v2/*"]).upstream(up(1)))
+            .route(Route::new("exact", "/api/status").upstream(up(2)))
+            .route(
+                Route::new("wild", "/*")
+                    .host("*.example.com")
+                    .upstream(up(3)),
+            )
+            .route(
+                Route::new("host", "/*")
+                    .hosts(&["shop.example.com"])
+                    .upstream(up(4)),
+            )
+            .route(
+                Route::new("post", "/api/*")
+                    .methods(&["POST"])
+                    .priority(10)
+                    .upstream(up(5)),
+            ),
+    );
     assert_eq!(get(&p, "x.org", "/"), (200, "any".into()));
     assert_eq!(get(&p, "x.org", "/api"), (200, "any".into()));
     assert_eq!(get(&p, "x.org", "/api/users?x=1"), (200, "api".into()));
@@ -52,11 +59,10 @@ fn most_specific_route_wins() {
 #[test]
 fn own_statuses_404_and_503() {
     let p = TestProxy::start(
-        "routes:
-  - {id: empty, uri: /empty, upstream: {nodes: []}}
-  - {id: none, uri: /none, service_id: s}
-services: [{id: s}]
-",
+        Conf::new()
+            .route(Route::new("empty", "/empty").upstream(Upstream::list([])))
+            .route(Route::new("none", "/none").service_id("s"))
+            .service(Service::new("s")),
     );
     let mut c = p.client();
     let r = c.get("/nothing").expect("req");
@@ -75,24 +81,25 @@ fn upstream_resolution_order() {
         Backend::start("service-inline"),
         Backend::start("service-id"),
     );
-    let p = TestProxy::start(&format!(
-        "routes:
-  - {{id: a, uri: /a, service_id: s1, upstream: {{nodes: {{\"{ru}\": 1}}}}}}
-  - {{id: b, uri: /b, service_id: s1, upstream_id: u-route}}
-  - {{id: c, uri: /c, service_id: s1}}
-  - {{id: d, uri: /d, service_id: s2}}
-services:
-  - {{id: s1, upstream: {{nodes: {{\"{su}\": 1}}}}}}
-  - {{id: s2, upstream_id: u-service}}
-upstreams:
-  - {{id: u-route, nodes: {{\"{rid}\": 1}}}}
-  - {{id: u-service, nodes: {{\"{sid}\": 1}}}}
-",
-        ru = ru.addr,
-        rid = rid.addr,
-        su = su.addr,
-        sid = sid.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(
+                Route::new("a", "/a")
+                    .service_id("s1")
+                    .upstream(Upstream::nodes(&[&ru])),
+            )
+            .route(
+                Route::new("b", "/b")
+                    .service_id("s1")
+                    .upstream_id("u-route"),
+            )
+            .route(Route::new("c", "/c").service_id("s1"))
+            .route(Route::new("d", "/d").service_id("s2"))
+            .service(Service::new("s1").upstream(Upstream::nodes(&[&su])))
+            .service(Service::new("s2").upstream_id("u-service"))
+            .upstream(Upstream::nodes(&[&rid]).id("u-route"))
+            .upstream(Upstream::nodes(&[&sid]).id("u-service")),
+    );
     let mut c = p.client();
     assert_eq!(c.get("/a").expect("a").body, "route-inline");
     assert_eq!(c.get("/b").expect("b").body, "route-id");
@@ -103,16 +110,11 @@ upstreams:
 #[test]
 fn swapped_snapshot_is_served_to_new_requests() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
-        a.addr
-    ));
+    let to = |b: &Backend| Conf::new().route(Route::new("r", "/*").upstream(Upstream::nodes(&[b])));
+    let p = TestProxy::start(to(&a));
     let mut c = p.client();
     assert_eq!(c.get("/").expect("req").body, "a");
-    p.apply(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
-        b.addr
-    ));
+    p.apply(to(&b));
     assert_eq!(c.get("/").expect("req").body, "b");
     p.apply("routes: []\n");
     assert_eq!(c.get("/").expect("req").status, 404);

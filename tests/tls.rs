@@ -2,54 +2,54 @@
 //! and by IP, `tls_verify: false`, client certificates (mTLS) and the APISIX `tls` alias, and
 //! pools that never cross TLS settings. Certificates are generated at test time.
 
+use serde_json::json;
 use std::net::IpAddr;
 use std::time::Duration;
-use weir_testkit::pki::{yaml_block, Identity, TestCa};
+use weir_testkit::config::{Conf, Route, Upstream};
+use weir_testkit::pki::TestCa;
 use weir_testkit::{wait_for, Backend, TestProxy, TlsConfig};
 
 const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-fn ca_object(id: &str, ca: &TestCa) -> String {
-    format!("  - id: {id}\n    cert: {}", yaml_block(&ca.cert_pem(), 6))
+/// An https upstream with the one node `node`.
+fn https(node: &Backend) -> Upstream {
+    Upstream::nodes(&[node]).scheme("https")
 }
 
-fn cert_object(id: &str, who: &Identity) -> String {
-    format!(
-        "  - id: {id}\n    cert: {}    key: {}",
-        yaml_block(&who.cert_pem(), 6),
-        yaml_block(&who.key_pem(), 6)
-    )
-}
-
-/// One route per `(uri prefix, upstream YAML fields)`, each to `node`, plus objects.
-fn config(node: &Backend, routes: &[(&str, &str)], objects: &str) -> String {
-    let mut s = String::from("routes:\n");
-    for (i, (prefix, fields)) in routes.iter().enumerate() {
-        s.push_str(&format!(
-            "  - id: r{i}\n    uri: {prefix}/*\n    upstream:\n      scheme: https\n      nodes: {{\"{}\": 1}}\n{fields}",
-            node.addr
-        ));
-    }
-    s.push_str(objects);
-    s
+/// One route `r<i>` per `(uri prefix, upstream)`.
+fn config(routes: Vec<(&str, Upstream)>) -> Conf {
+    routes
+        .into_iter()
+        .enumerate()
+        .fold(Conf::new(), |conf, (i, (prefix, upstream))| {
+            conf.route(Route::new(&format!("r{i}"), &format!("{prefix}/*")).upstream(upstream))
+        })
 }
 
 #[test]
 fn tls_verify_accepts_a_certificate_chaining_to_the_ca_by_name_and_by_ip() {
     let ca = TestCa::new("Weir test CA");
     let b = Backend::start_https("tls", &ca, &["backend.test"], &[LOCAL]);
-    let p = TestProxy::start(&config(
-        &b,
-        &[
+    let p = TestProxy::start(
+        config(vec![
             (
                 "/name",
-                "      pass_host: rewrite\n      upstream_host: backend.test\n      tls_verify: true\n      ca_certificates: [ca]\n",
+                https(&b)
+                    .rewrite_host("backend.test")
+                    .tls_verify(true)
+                    .ca_certificates(&["ca"]),
             ),
             // IP node, `pass_host: node`: no SNI; the certificate's IP SAN is verified.
-            ("/ip", "      pass_host: node\n      tls_verify: true\n      ca_certificates: [ca]\n"),
-        ],
-        &format!("ca_certificates:\n{}", ca_object("ca", &ca)),
-    ));
+            (
+                "/ip",
+                https(&b)
+                    .pass_host("node")
+                    .tls_verify(true)
+                    .ca_certificates(&["ca"]),
+            ),
+        ])
+        .ca_certificate("ca", &ca),
+    );
     let mut c = p.client();
     let r = c.get("/name/x").expect("request");
     assert_eq!((r.status, r.body.as_str()), (200, "tls"));
@@ -65,31 +65,39 @@ fn tls_verify_rejects_a_wrong_ca_a_wrong_name_and_a_missing_ip_san() {
     let ca = TestCa::new("Weir test CA");
     let other = TestCa::new("Another CA");
     let b = Backend::start_https("tls", &ca, &["backend.test"], &[]);
-    let p = TestProxy::start(&config(
-        &b,
-        &[
+    let p = TestProxy::start(
+        config(vec![
             (
                 "/wrong-ca",
-                "      pass_host: rewrite\n      upstream_host: backend.test\n      tls_verify: true\n      ca_certificates: [other]\n",
+                https(&b)
+                    .rewrite_host("backend.test")
+                    .tls_verify(true)
+                    .ca_certificates(&["other"]),
             ),
             // No ca_certificates: the system store, which does not know the test CA.
             (
                 "/system",
-                "      pass_host: rewrite\n      upstream_host: backend.test\n      tls_verify: true\n",
+                https(&b).rewrite_host("backend.test").tls_verify(true),
             ),
             (
                 "/wrong-name",
-                "      pass_host: rewrite\n      upstream_host: elsewhere.test\n      tls_verify: true\n      ca_certificates: [ca]\n",
+                https(&b)
+                    .rewrite_host("elsewhere.test")
+                    .tls_verify(true)
+                    .ca_certificates(&["ca"]),
             ),
             // The certificate names no IP: an IP-literal node fails verification.
-            ("/ip", "      pass_host: node\n      tls_verify: true\n      ca_certificates: [ca]\n"),
-        ],
-        &format!(
-            "ca_certificates:\n{}{}",
-            ca_object("ca", &ca),
-            ca_object("other", &other)
-        ),
-    ));
+            (
+                "/ip",
+                https(&b)
+                    .pass_host("node")
+                    .tls_verify(true)
+                    .ca_certificates(&["ca"]),
+            ),
+        ])
+        .ca_certificate("ca", &ca)
+        .ca_certificate("other", &other),
+    );
     for path in ["/wrong-ca/x", "/system/x", "/wrong-name/x", "/ip/x"] {
         let r = p.client().get(path).expect("request");
         assert_eq!(r.status, 502, "{path} must fail verification");
@@ -108,12 +116,19 @@ fn a_failed_verification_moves_on_to_a_node_that_passes() {
     let rogue = TestCa::new("Rogue CA");
     let bad = Backend::start_https("tls", &rogue, &["backend.test"], &[]);
     let good = Backend::start_https("tls", &ca, &["backend.test"], &[]);
-    let p = TestProxy::start(&format!(
-        "routes:\n  - id: r\n    uri: /*\n    upstream:\n      scheme: https\n      pass_host: rewrite\n      upstream_host: backend.test\n      tls_verify: true\n      ca_certificates: [ca]\n      nodes: {{\"{}\": 1, \"{}\": 1}}\nca_certificates:\n{}",
-        bad.addr,
-        good.addr,
-        ca_object("ca", &ca)
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(
+                Route::new("r", "/*").upstream(
+                    Upstream::nodes(&[&bad, &good])
+                        .scheme("https")
+                        .rewrite_host("backend.test")
+                        .tls_verify(true)
+                        .ca_certificates(&["ca"]),
+                ),
+            )
+            .ca_certificate("ca", &ca),
+    );
     let mut c = p.client();
     for _ in 0..4 {
         // POST too: a certificate failure happens before anything is sent.
@@ -127,7 +142,7 @@ fn a_failed_verification_moves_on_to_a_node_that_passes() {
 fn tls_verify_false_accepts_a_self_signed_backend() {
     let unknown = TestCa::new("Unknown CA");
     let b = Backend::start_https("tls", &unknown, &["backend.test"], &[]);
-    let p = TestProxy::start(&config(&b, &[("/off", "      tls_verify: false\n")], ""));
+    let p = TestProxy::start(config(vec![("/off", https(&b).tls_verify(false))]));
     let r = p.client().get("/off/x").expect("request");
     assert_eq!((r.status, r.body.as_str()), (200, "tls"));
 }
@@ -150,29 +165,29 @@ fn client_certificates_are_presented_when_the_upstream_names_one() {
     let alice = clients.issue("alice", &[], &[], true);
     let bob = clients.issue("bob", &[], &[], true);
     let carol = clients.issue("carol", &[], &[], true);
-    let inline = format!(
-        "      tls:\n        client_cert: {}        client_key: {}",
-        yaml_block(&carol.cert_pem(), 10),
-        yaml_block(&carol.key_pem(), 10)
-    );
-    let p = TestProxy::start(&config(
-        &b,
-        &[
-            ("/none", ""),
-            ("/ref", "      client_certificate: alice\n"),
+    let p = TestProxy::start(
+        config(vec![
+            ("/none", https(&b)),
+            ("/ref", https(&b).client_certificate("alice")),
             (
                 "/alias-id",
-                "      pass_host: node\n      tls: {client_cert_id: bob, verify: true}\n      ca_certificates: [ca]\n",
+                https(&b)
+                    .pass_host("node")
+                    .set("tls", json!({"client_cert_id": "bob", "verify": true}))
+                    .ca_certificates(&["ca"]),
             ),
-            ("/alias-inline", &inline),
-        ],
-        &format!(
-            "certificates:\n{}{}ca_certificates:\n{}",
-            cert_object("alice", &alice),
-            cert_object("bob", &bob),
-            ca_object("ca", &ca)
-        ),
-    ));
+            (
+                "/alias-inline",
+                https(&b).set(
+                    "tls",
+                    json!({"client_cert": carol.cert_pem(), "client_key": carol.key_pem()}),
+                ),
+            ),
+        ])
+        .certificate("alice", &alice)
+        .certificate("bob", &bob)
+        .ca_certificate("ca", &ca),
+    );
     let mut c = p.client();
     assert_eq!(c.get("/none/x").expect("request").status, 502);
     for (path, who) in [
@@ -195,25 +210,24 @@ fn pooled_connections_never_cross_client_certificates_or_trust() {
     let alice = clients.issue("alice", &[], &[], true);
     let bob = clients.issue("bob", &[], &[], true);
     let other = TestCa::new("Another CA");
-    let p = TestProxy::start(&config(
-        &b,
-        &[
-            ("/alice", "      client_certificate: alice\n"),
-            ("/bob", "      client_certificate: bob\n"),
+    let p = TestProxy::start(
+        config(vec![
+            ("/alice", https(&b).client_certificate("alice")),
+            ("/bob", https(&b).client_certificate("bob")),
             // Same node and identity as /alice, but verifying against a CA that did not sign
             // the backend: it must never ride on /alice's unverified connection.
             (
                 "/strict",
-                "      client_certificate: alice\n      tls_verify: true\n      ca_certificates: [other]\n",
+                https(&b)
+                    .client_certificate("alice")
+                    .tls_verify(true)
+                    .ca_certificates(&["other"]),
             ),
-        ],
-        &format!(
-            "certificates:\n{}{}ca_certificates:\n{}",
-            cert_object("alice", &alice),
-            cert_object("bob", &bob),
-            ca_object("other", &other)
-        ),
-    ));
+        ])
+        .certificate("alice", &alice)
+        .certificate("bob", &bob)
+        .ca_certificate("other", &other),
+    );
     let mut c = p.client();
     let mut want = Vec::new();
     for _ in 0..3 {
@@ -235,12 +249,20 @@ fn https_health_probes_verify_against_the_upstreams_ca_and_ip() {
     let clients = TestCa::new("Client CA");
     let b = mtls_backend(&ca, &clients);
     let alice = clients.issue("alice", &[], &[], true);
-    let p = TestProxy::start(&format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\nupstreams:\n  - id: u1\n    scheme: https\n    tls_verify: true\n    ca_certificates: [ca]\n    client_certificate: alice\n    nodes: {{\"{}\": 1}}\n    checks:\n      active: {{type: https, http_path: /healthz}}\ncertificates:\n{}ca_certificates:\n{}",
-        b.addr,
-        cert_object("alice", &alice),
-        ca_object("ca", &ca)
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .control()
+            .upstream(
+                https(&b)
+                    .id("u1")
+                    .tls_verify(true)
+                    .ca_certificates(&["ca"])
+                    .client_certificate("alice")
+                    .active_check(json!({"type": "https", "http_path": "/healthz"})),
+            )
+            .certificate("alice", &alice)
+            .ca_certificate("ca", &ca),
+    );
     let probe = wait_for(Duration::from_secs(15), || {
         b.seen().into_iter().find(|s| s.target == "/healthz")
     })

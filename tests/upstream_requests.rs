@@ -1,6 +1,7 @@
 //! What the upstream receives: Host per pass_host, forwarded headers, and timeouts.
 
 use std::time::Duration;
+use weir_testkit::config::{Conf, Node, Route, Upstream};
 use weir_testkit::{Backend, Mode, TestProxy};
 
 fn last_host(b: &Backend) -> String {
@@ -13,16 +14,17 @@ fn last_host(b: &Backend) -> String {
 #[test]
 fn pass_host_modes() {
     let b = Backend::start("b");
-    let p = TestProxy::start(&format!(
-        "routes:
-  - {{id: pass, uri: /pass, upstream: {{nodes: {{\"{a}\": 1}}}}}}
-  - {{id: node, uri: /node, upstream: {{pass_host: node, nodes: [{{host: localhost, port: {port}, weight: 1}}]}}}}
-  - {{id: node-ip, uri: /node-ip, upstream: {{pass_host: node, nodes: {{\"{a}\": 1}}}}}}
-  - {{id: rewrite, uri: /rewrite, upstream: {{pass_host: rewrite, upstream_host: api.internal, nodes: {{\"{a}\": 1}}}}}}
-",
-        a = b.addr,
-        port = b.port()
-    ));
+    let by_name = || Upstream::list([Node::new("localhost", b.port())]);
+    let by_ip = || Upstream::nodes(&[&b]);
+    let p = TestProxy::start(
+        Conf::new()
+            .route(Route::new("pass", "/pass").upstream(by_ip()))
+            .route(Route::new("node", "/node").upstream(by_name().pass_host("node")))
+            .route(Route::new("node-ip", "/node-ip").upstream(by_ip().pass_host("node")))
+            .route(
+                Route::new("rewrite", "/rewrite").upstream(by_ip().rewrite_host("api.internal")),
+            ),
+    );
     let mut c = p.client();
     c.request("GET", "/pass", &[("Host", "foo.com:9080")], b"")
         .expect("pass");
@@ -43,11 +45,17 @@ fn node_host_is_recomputed_for_each_attempt() {
     let b = Backend::start("b");
     // Refuses connections for the whole test (a released free port could be taken meanwhile).
     let dead = Backend::refused();
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{pass_host: node, nodes: [{{host: 127.0.0.1, port: {dead}, weight: 1, priority: 1}}, {{host: localhost, port: {port}, weight: 1}}]}}}}]\n",
-        dead = dead.port(),
-        port = b.port()
-    ));
+    let p = TestProxy::start(
+        Conf::new().route(
+            Route::new("r", "/*").upstream(
+                Upstream::list([
+                    Node::of(&dead).priority(1),
+                    Node::new("localhost", b.port()),
+                ])
+                .pass_host("node"),
+            ),
+        ),
+    );
     let r = p.client().get("/").expect("req");
     assert_eq!(r.status, 200);
     assert_eq!(last_host(&b), format!("localhost:{}", b.port()));
@@ -56,10 +64,8 @@ fn node_host_is_recomputed_for_each_attempt() {
 #[test]
 fn forwarded_headers_are_set() {
     let b = Backend::start("b");
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
-        b.addr
-    ));
+    let p =
+        TestProxy::start(Conf::new().route(Route::new("r", "/*").upstream(Upstream::nodes(&[&b]))));
     p.client()
         .request(
             "GET",
@@ -98,15 +104,16 @@ fn forwarded_headers_are_set() {
 #[test]
 fn route_timeout_replaces_the_upstreams() {
     let slow = Backend::start("slow");
-    let p = TestProxy::start(&format!(
-        "routes:
-  - {{id: short, uri: /short, timeout: {{connect: 1, send: 1, read: 0.2}}, upstream_id: u}}
-  - {{id: default, uri: /default, upstream_id: u}}
-upstreams:
-  - {{id: u, timeout: {{connect: 1, send: 1, read: 30}}, nodes: {{\"{}\": 1}}}}
-",
-        slow.addr
-    ));
+    let p = TestProxy::start(
+        Conf::new()
+            .route(
+                Route::new("short", "/short")
+                    .timeout(1.0, 1.0, 0.2)
+                    .upstream_id("u"),
+            )
+            .route(Route::new("default", "/default").upstream_id("u"))
+            .upstream(Upstream::nodes(&[&slow]).id("u").timeout(1.0, 1.0, 30.0)),
+    );
     let mut c = p.client();
     // The backend keeps /short until released: only the route's 0.2 s can answer it before the
     // client gives up after 10 s (the upstream's own read timeout is 30 s), whatever the load.
@@ -125,10 +132,8 @@ upstreams:
 #[test]
 fn request_bodies_reach_the_upstream() {
     let b = Backend::start("b");
-    let p = TestProxy::start(&format!(
-        "routes: [{{id: r, uri: /*, upstream: {{nodes: {{\"{}\": 1}}}}}}]\n",
-        b.addr
-    ));
+    let p =
+        TestProxy::start(Conf::new().route(Route::new("r", "/*").upstream(Upstream::nodes(&[&b]))));
     let r = p
         .client()
         .request("POST", "/submit", &[], b"hello body")
@@ -159,16 +164,23 @@ mod https {
     #[test]
     fn https_upstream_with_sni_per_pass_host() {
         let b = tls_backend("secure");
-        let p = TestProxy::start(&format!(
-            "routes:
-  - {{id: pass, uri: /pass, upstream: {{scheme: https, nodes: {{\"{a}\": 1}}}}}}
-  - {{id: rewrite, uri: /rewrite, upstream: {{scheme: https, pass_host: rewrite, upstream_host: backend.test, nodes: {{\"{a}\": 1}}}}}}
-  - {{id: node-ip, uri: /node-ip, upstream: {{scheme: https, pass_host: node, nodes: {{\"{a}\": 1}}}}}}
-  - {{id: node-name, uri: /node-name, upstream: {{scheme: https, pass_host: node, nodes: [{{host: localhost, port: {port}, weight: 1}}]}}}}
-",
-            a = b.addr,
-            port = b.port()
-        ));
+        let by_ip = || Upstream::nodes(&[&b]).scheme("https");
+        let p = TestProxy::start(
+            Conf::new()
+                .route(Route::new("pass", "/pass").upstream(by_ip()))
+                .route(
+                    Route::new("rewrite", "/rewrite")
+                        .upstream(by_ip().rewrite_host("backend.test")),
+                )
+                .route(Route::new("node-ip", "/node-ip").upstream(by_ip().pass_host("node")))
+                .route(
+                    Route::new("node-name", "/node-name").upstream(
+                        Upstream::list([Node::new("localhost", b.port())])
+                            .scheme("https")
+                            .pass_host("node"),
+                    ),
+                ),
+        );
         let mut c = p.client();
         let sni = |c: &mut weir_testkit::Client, path: &str, host: &str| {
             let r = c.request("GET", path, &[("Host", host)], b"").expect("req");

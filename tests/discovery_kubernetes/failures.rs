@@ -17,8 +17,8 @@ fn a_rotated_token_file_is_read_for_every_request() {
     let k = FakeKubernetes::start("one");
     let token = TokenFile::new("one");
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
@@ -69,8 +69,8 @@ fn survives(
     let k = FakeKubernetes::start("t");
     let token = TokenFile::new("t");
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);
@@ -125,8 +125,8 @@ fn a_broken_watch_stream_relists_and_keeps_the_nodes() {
     let k = FakeKubernetes::start("t");
     let token = TokenFile::new("t");
     k.put_endpoints("shop", "cart", named("http", &[&a]));
-    let p = TestProxy::start(&config(
-        &cluster(&k, &token, ""),
+    let p = TestProxy::start(config(
+        cluster(&k, &token, none()),
         &[("/*", "shop/cart:http")],
     ));
     wait_serves(&p, "/", &["a"]);

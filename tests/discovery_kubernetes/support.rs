@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use weir_testkit::config::{Conf, Route, Upstream};
 use weir_testkit::fake_kubernetes::{subset, FakeKubernetes};
 use weir_testkit::{wait_for, Backend, RequestStream, TestProxy};
 
@@ -45,28 +46,34 @@ impl Drop for TokenFile {
     }
 }
 
-/// One cluster's `discovery.kubernetes` entry (flow style), with `extra` keys.
-pub(crate) fn cluster(k: &FakeKubernetes, token: &TokenFile, extra: &str) -> String {
-    format!(
-        "{{service: {{schema: http, host: \"{}\", port: \"{}\"}}, client: {{token_file: \"{}\"}}{}{extra}}}",
-        k.host(),
-        k.port(),
-        token.path(),
-        if extra.is_empty() { "" } else { ", " }
-    )
+/// One cluster's `discovery.kubernetes` entry, with the keys of `extra` (an object).
+pub(crate) fn cluster(k: &FakeKubernetes, token: &TokenFile, extra: Value) -> Value {
+    let mut c = json!({
+        "service": {"schema": "http", "host": k.host(), "port": k.port().to_string()},
+        "client": {"token_file": token.path()},
+    });
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    c
 }
 
-/// A configuration with the control API and one route per `(path, service_name)`.
-pub(crate) fn config(discovery: &str, routes: &[(&str, &str)]) -> String {
-    let mut y = format!(
-        "control: {{listen: \"127.0.0.1:1\"}}\ndiscovery:\n  kubernetes: {discovery}\nroutes:\n"
-    );
+/// No extra keys.
+pub(crate) fn none() -> Value {
+    json!({})
+}
+
+/// A configuration with the control API, `discovery.kubernetes` (one cluster, or a list), and
+/// one route per `(path, service_name)`.
+pub(crate) fn config(discovery: Value, routes: &[(&str, &str)]) -> Conf {
+    let mut c = Conf::new().control().discovery("kubernetes", discovery);
     for (i, (path, service)) in routes.iter().enumerate() {
-        y.push_str(&format!(
-            "  - {{id: r{i}, uri: \"{path}\", upstream: {{service_name: \"{service}\", discovery_type: kubernetes}}}}\n"
-        ));
+        c = c.route(
+            Route::new(&format!("r{i}"), path)
+                .upstream(Upstream::discovered("kubernetes", service)),
+        );
     }
-    y
+    c
 }
 
 /// The bodies of `n` requests to `path`, or `None` if one was not a 200.

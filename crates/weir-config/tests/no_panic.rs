@@ -35,6 +35,10 @@ fn mutated_examples_never_panic() {
     let mut cases = 0;
     for entry in std::fs::read_dir(dir).expect("examples") {
         let path = entry.expect("entry").path();
+        // The examples, not the files beside them (etcd-tls/ holds their PEM files).
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<&str> = text.lines().collect();
         let name = path.display().to_string();

@@ -10,7 +10,7 @@ use pingora::proxy::{http_proxy_service, Session};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use weir_proxy::server::{discovery_service, health_service, server_conf};
-use weir_proxy::{Hook, RequestCtx, SnapshotHandle, WeirProxy};
+use weir_proxy::{Hook, HookCtx, SnapshotHandle, WeirProxy};
 
 struct Stamp;
 
@@ -24,7 +24,7 @@ impl Hook for Stamp {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
         let us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -37,7 +37,7 @@ impl Hook for Stamp {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
         resp.insert_header("X-Served-By", "weir-example")
     }

@@ -1,140 +1,180 @@
-//! Per-request state carried across Pingora's phases and retry attempts.
+//! Per-request state carried across Pingora's phases and retry attempts: [`HookCtx`], what hooks
+//! see, and the rest of [`RequestCtx`] — the retry walk and the current attempt — which only
+//! the proxy touches.
 
-use crate::pool::Busy;
+use crate::attempt::{Attempt, End};
+use crate::retry::Budget;
 use crate::snapshot::RouteRuntime;
 use crate::upstream::{UpstreamRuntime, Walk};
 use smallvec::SmallVec;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use weir_balance::InFlight;
-use weir_config::{LbType, Timeout};
+use std::time::Instant;
+use weir_config::{Plugins, Timeout};
 
-/// Weir's request context (Pingora's `CTX`). Creating it allocates nothing.
+/// What a [`Hook`](crate::Hook) sees of a request: the matched route (its id and merged plugin
+/// configuration), its service and upstream, the consumer, and the hook's own per-request
+/// state. Headers are read and changed through the `Session` and header arguments of the hook
+/// methods. The retry walk and the attempt in flight are out of reach.
 #[derive(Debug, Default)]
-pub struct RequestCtx {
-    pub route: Option<Arc<RouteRuntime>>,
-    pub upstream: Option<Arc<UpstreamRuntime>>,
-    pub timeout: Timeout,
+pub struct HookCtx {
+    route: Option<Arc<RouteRuntime>>,
+    consumer: Option<Arc<str>>,
+    extensions: http::Extensions,
+}
+
+impl HookCtx {
+    /// The matched route's id. Hooks run only for routed requests: always `Some` there.
+    pub fn route_id(&self) -> Option<&str> {
+        self.route.as_ref().map(|r| r.id.as_str())
+    }
+
+    /// The id of the route's service, if it has one.
+    pub fn service_id(&self) -> Option<&str> {
+        self.route.as_ref()?.service_id.as_ref().map(|s| s.as_str())
+    }
+
+    /// The key of the route's upstream (`upstreams/<id>`, or `routes/<id>` / `services/<id>`
+    /// for an inline upstream), if it has one.
+    pub fn upstream_key(&self) -> Option<&str> {
+        self.route
+            .as_ref()?
+            .upstream
+            .as_ref()
+            .map(|u| u.key.as_str())
+    }
+
+    /// The route's plugins, merged over its service's (the route winning).
+    pub fn plugins(&self) -> Option<&Plugins> {
+        self.route.as_ref().map(|r| &r.plugins)
+    }
+
+    /// The configuration of the embedder's plugin `name` on this route, as written.
+    pub fn plugin_config(&self, name: &str) -> Option<&serde_json::Value> {
+        self.plugins()?.other.get(name)
+    }
+
+    /// The authenticated consumer's username.
+    pub fn consumer(&self) -> Option<&str> {
+        self.consumer.as_deref()
+    }
+
+    /// Make `consumer` the request's consumer (what an authentication hook does): `chash`
+    /// with `hash_on: consumer` hashes it, later hooks see it.
+    pub fn set_consumer(&mut self, consumer: Arc<str>) {
+        self.consumer = Some(consumer);
+    }
+
+    /// Per-request state of hooks (allocates only when something is inserted).
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// The matched route itself, for the built-in plugins (key-auth's consumer index).
+    pub(crate) fn route(&self) -> Option<&Arc<RouteRuntime>> {
+        self.route.as_ref()
+    }
+
+    pub(crate) fn set_route(&mut self, route: Arc<RouteRuntime>) {
+        self.route = Some(route);
+    }
+}
+
+/// Where the request's current attempt is.
+#[derive(Debug, Default)]
+pub(crate) enum Phase {
+    /// No attempt under way: before the first, or after one that ended.
+    #[default]
+    Idle,
+    /// An attempt waits for its response header.
+    Waiting(Attempt),
+    /// The attempt's response header was relayed; its body is under way.
+    Relaying(Attempt),
+    /// `upstream_response_filter` discarded a `retry_on_status` response: the retry is decided
+    /// and `error_while_proxy` passes it on.
+    Discarded,
+    /// A stale pooled connection: the next attempt repeats this node.
+    Repeat(usize),
+}
+
+/// The retry walk of one request (docs/data-path.md, "Retries").
+#[derive(Debug, Default)]
+pub(crate) struct Tries {
     /// Level and tried set of the node walk.
     pub walk: Walk,
     /// Attempts made (a free stale-connection retry is not one).
     pub attempts: u32,
     pub max_attempts: u32,
     pub deadline: Option<Instant>,
-    /// Node of the current attempt.
-    pub current: Option<usize>,
-    /// The current attempt's in-flight counts (node, upstream); dropped when it ends.
-    pub in_flight: Option<(InFlight, Busy)>,
+    pub phase: Phase,
+    /// Node of the last attempt (the final health report goes there).
+    pub last_node: Option<usize>,
     /// Status of every attempt, in order (`X-Weir-Upstream-Status`); 502/504 for attempts
     /// without a response.
     pub statuses: SmallVec<[u16; 4]>,
+    /// The last attempt that ended without a response timed out.
     pub last_timed_out: bool,
-    /// The current attempt's response header arrived and is being relayed.
-    pub response_started: bool,
-    /// The current attempt's response was discarded by `retry_on_status`.
-    pub status_retry: bool,
     /// The one free retry on a stale pooled connection was used.
     pub stale_retry_used: bool,
-    /// The next `upstream_peer` repeats the current node without counting an attempt.
-    pub repeat_node: bool,
-    /// Send this attempt with `Connection: close` (pool size or requests limit reached).
-    pub close_conn: bool,
-    /// The node's HTTP/2 connection generation this attempt was sent with (grpc/grpcs).
-    pub h2_epoch: u64,
-    /// chash key, computed once per request (retries hash the same key).
-    pub hash_key: Vec<u8>,
-    /// When the current attempt started (pool checkout or connect), for EWMA samples.
-    pub attempt_start: Option<Instant>,
-    /// The authenticated consumer's username (key-auth).
-    pub consumer: Option<Arc<str>>,
-    /// Per-request state of user hooks (allocates only when something is inserted).
-    pub extensions: http::Extensions,
-    /// Counts this request as in progress for a graceful shutdown (see [`crate::drain`]).
-    pub(crate) _live: Option<crate::drain::LiveRequest>,
 }
 
-impl RequestCtx {
-    /// Record the end of a failed attempt: its status, its EWMA sample (the elapsed time for a
-    /// timeout, at least 1 s for an error), and the release of its in-flight count.
-    pub fn attempt_failed(&mut self, timed_out: bool) {
-        self.statuses.push(if timed_out { 504 } else { 502 });
-        self.last_timed_out = timed_out;
-        let sample = self.attempt_elapsed();
-        self.observe(if timed_out {
-            sample
-        } else {
-            sample.max(Duration::from_secs(1))
-        });
-        self.in_flight = None;
-    }
-
-    fn attempt_elapsed(&self) -> Duration {
-        self.attempt_start.map(|t| t.elapsed()).unwrap_or_default()
-    }
-
-    /// Feed an EWMA sample for the current attempt's node (ewma upstreams only).
-    pub fn observe(&self, sample: Duration) {
-        if let (Some(up), Some((node, _))) = (&self.upstream, &self.in_flight) {
-            if up.conf.lb == LbType::Ewma {
-                node.node().observe(sample);
-            }
+impl Tries {
+    /// The attempt waiting for its response header.
+    pub fn waiting(&mut self) -> Option<&mut Attempt> {
+        match &mut self.phase {
+            Phase::Waiting(a) => Some(a),
+            _ => None,
         }
     }
 
-    /// The current attempt's upstream health and node target, when the upstream has `checks`.
-    /// Single-node upstreams are reported too (their selection just never consults health).
-    fn health_target(&self) -> Option<(&crate::health::UpstreamHealth, &Arc<weir_health::Target>)> {
-        let up = self.upstream.as_ref()?;
-        let health = up.health.as_ref()?;
-        let target = up.nodes.get(self.current?)?.health.as_ref()?;
-        Some((health, target))
+    /// `attempt` is under way (a previous attempt still held is dropped).
+    pub fn start(&mut self, attempt: Attempt) {
+        self.last_node = Some(attempt.node());
+        self.phase = Phase::Waiting(attempt);
     }
 
-    /// Passive report of a failed attempt that will be retried (docs/health-checks.md).
-    pub fn report_transport(&self, e: &pingora::prelude::Error) {
-        if let Some((h, t)) = self.health_target() {
-            h.report_transport(t, e);
+    /// Drop the attempt held, if any: the request is over (the counts of a relayed response
+    /// are released; an attempt without an outcome is abandoned).
+    pub fn release(&mut self) {
+        if matches!(self.phase, Phase::Waiting(_) | Phase::Relaying(_)) {
+            self.phase = Phase::Idle;
         }
     }
 
-    /// Passive report of a `retry_on_status` response.
-    pub fn report_status(&self, status: u16) {
-        if let Some((h, t)) = self.health_target() {
-            h.report_status(t, status);
+    /// End `attempt` as `end` says: its feedback, and its entry in `X-Weir-Upstream-Status`.
+    pub fn finish(&mut self, attempt: Attempt, end: End) {
+        self.note(end);
+        attempt.finish(end);
+    }
+
+    /// `attempt`'s response header is relayed: record it, and hold the attempt until the
+    /// request ends.
+    pub fn relay(&mut self, mut attempt: Attempt, status: u16) {
+        self.note(End::Relayed(status));
+        attempt.relaying(status);
+        self.phase = Phase::Relaying(attempt);
+    }
+
+    fn note(&mut self, end: End) {
+        if let Some(s) = end.status() {
+            self.statuses.push(s);
+        }
+        if let End::Failed { timed_out, .. } = end {
+            self.last_timed_out = timed_out;
         }
     }
 
-    /// The final report: the status the client received, against the last node attempted
-    /// (only with `checks.passive`).
-    pub fn report_final(&self, status: u16) {
-        if self.attempts == 0 {
-            return;
+    /// What the upstream's policy still allows. Reads the clock when there is a deadline.
+    pub fn budget(&self, up: &UpstreamRuntime) -> Budget {
+        Budget {
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            deadline_passed: self.deadline.is_some_and(|d| Instant::now() > d),
+            candidate: up.has_candidate(&self.walk),
         }
-        if let Some((h, t)) = self.health_target() {
-            if h.final_report {
-                h.report_status(t, status);
-            }
-        }
-    }
-
-    /// The response header of the current attempt arrived.
-    pub fn attempt_answered(&self, discarded: bool) {
-        let sample = self.attempt_elapsed();
-        self.observe(if discarded {
-            sample.max(Duration::from_secs(1))
-        } else {
-            sample
-        });
-    }
-
-    /// Whether another attempt may start: attempts left, deadline not passed, a node left.
-    pub fn may_retry(&self) -> bool {
-        let Some(up) = &self.upstream else {
-            return false;
-        };
-        self.attempts < self.max_attempts
-            && self.deadline.is_none_or(|d| Instant::now() <= d)
-            && up.has_candidate(&self.walk)
     }
 
     /// Status for a request that ended without a relayed response after attempts.
@@ -157,8 +197,104 @@ impl RequestCtx {
             if i > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&st.to_string());
+            push_status(&mut s, *st);
         }
         Some(s)
+    }
+}
+
+/// Append a status code's decimal digits (no formatting machinery, no temporary string).
+fn push_status(s: &mut String, status: u16) {
+    let mut digits = [0u8; 5];
+    let mut n = status;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        s.push(d as char);
+    }
+}
+
+/// Weir's request context (Pingora's `CTX`). Creating it allocates nothing.
+///
+/// Hooks get its [`HookCtx`]; everything else is the proxy's own.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    pub(crate) hook: HookCtx,
+    pub(crate) upstream: Option<Arc<UpstreamRuntime>>,
+    pub(crate) timeout: Timeout,
+    /// chash key, computed once per request (retries hash the same key).
+    pub(crate) hash_key: Vec<u8>,
+    pub(crate) tries: Tries,
+    /// Counts this request as in progress for a graceful shutdown (see [`crate::drain`]).
+    pub(crate) _live: Option<crate::drain::LiveRequest>,
+}
+
+impl RequestCtx {
+    /// What hooks see.
+    pub fn hook_ctx(&self) -> &HookCtx {
+        &self.hook
+    }
+
+    /// The matched route's id.
+    pub fn route_id(&self) -> Option<&str> {
+        self.hook.route_id()
+    }
+
+    /// The id of the route's service.
+    pub fn service_id(&self) -> Option<&str> {
+        self.hook.service_id()
+    }
+
+    /// The key of the route's upstream.
+    pub fn upstream_key(&self) -> Option<&str> {
+        self.hook.upstream_key()
+    }
+
+    /// The authenticated consumer's username.
+    pub fn consumer(&self) -> Option<&str> {
+        self.hook.consumer()
+    }
+
+    /// Hooks' per-request state.
+    pub fn extensions(&self) -> &http::Extensions {
+        self.hook.extensions()
+    }
+
+    /// Attempts made so far (a free retry on a stale pooled connection is not one).
+    pub fn attempts(&self) -> u32 {
+        self.tries.attempts
+    }
+
+    /// Status of every attempt so far, in order; 502/504 for attempts without a response.
+    pub fn upstream_statuses(&self) -> &[u16] {
+        &self.tries.statuses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_list() {
+        let mut t = Tries::default();
+        assert_eq!(t.upstream_status_header(), None);
+        t.statuses.extend([504, 502, 503]);
+        assert_eq!(t.upstream_status_header().as_deref(), Some("504, 502, 503"));
+        t.statuses.push(200);
+        assert_eq!(t.upstream_status_header(), None);
+        let mut s = String::new();
+        for st in [0, 7, 42, 100, 599, 65535] {
+            s.clear();
+            push_status(&mut s, st);
+            assert_eq!(s, st.to_string());
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! The extension point: a [`Hook`] runs in Pingora's phases, named after `ProxyHttp`'s, with
-//! access to the request session and Weir's [`RequestCtx`] (route, upstream, consumer, and
-//! anything a hook keeps in `ctx.extensions`).
+//! access to the request session and a [`HookCtx`]: the matched route (id, merged plugin
+//! configuration), its service and upstream, the consumer, and anything a hook keeps in
+//! [`HookCtx::extensions_mut`]. The proxy's retry walk and attempts are not part of it.
 //!
 //! Built-in plugins (key-auth) are hooks; user hooks are registered on the proxy with
 //! [`WeirProxy::with_hook`](crate::WeirProxy::with_hook) and run for every routed request, in
 //! registration order, after the built-in ones.
 
-use crate::ctx::RequestCtx;
+use crate::ctx::HookCtx;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -19,7 +20,7 @@ pub trait Hook: Send + Sync {
 
     /// After routing, before the upstream is contacted. Return `Ok(true)` when the hook wrote
     /// a response itself (the request ends there), `Ok(false)` to continue.
-    async fn request_filter(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, _session: &mut Session, _ctx: &mut HookCtx) -> Result<bool> {
         Ok(false)
     }
 
@@ -28,7 +29,7 @@ pub trait Hook: Send + Sync {
         &self,
         _session: &mut Session,
         _upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
         Ok(())
     }
@@ -38,12 +39,11 @@ pub trait Hook: Send + Sync {
         &self,
         _session: &mut Session,
         _response: &mut ResponseHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
         Ok(())
     }
 
     /// After the request ended (success or not).
-    async fn logging(&self, _session: &mut Session, _error: Option<&Error>, _ctx: &mut RequestCtx) {
-    }
+    async fn logging(&self, _session: &mut Session, _error: Option<&Error>, _ctx: &mut HookCtx) {}
 }

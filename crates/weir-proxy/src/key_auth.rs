@@ -1,7 +1,7 @@
 //! The `key-auth` plugin (docs/configuration.md), a [`Hook`]: the key is read from a header, then
 //! a query argument; a known key makes its consumer the request's consumer.
 
-use crate::ctx::RequestCtx;
+use crate::ctx::HookCtx;
 use crate::hook::Hook;
 use crate::respond::respond_json_with;
 use async_trait::async_trait;
@@ -33,8 +33,10 @@ impl Hook for KeyAuthHook {
         "key-auth"
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(route) = ctx.route.clone() else {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut HookCtx) -> Result<bool> {
+        // The consumer index is the route's (crate-internal); the consumer is set through the
+        // view like any authentication hook would.
+        let Some(route) = ctx.route().cloned() else {
             return Ok(false);
         };
         let Some(cfg) = &route.plugins.key_auth else {
@@ -66,7 +68,7 @@ impl Hook for KeyAuthHook {
         };
         match route.consumers.get(&key) {
             Some(user) => {
-                ctx.consumer = Some(Arc::clone(user));
+                ctx.set_consumer(Arc::clone(user));
                 Ok(false)
             }
             None => {
@@ -81,12 +83,9 @@ impl Hook for KeyAuthHook {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut HookCtx,
     ) -> Result<()> {
-        let Some(route) = &ctx.route else {
-            return Ok(());
-        };
-        let Some(cfg) = &route.plugins.key_auth else {
+        let Some(cfg) = ctx.plugins().and_then(|p| p.key_auth.as_ref()) else {
             return Ok(());
         };
         if !cfg.hide_credentials {

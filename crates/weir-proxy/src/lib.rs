@@ -5,6 +5,7 @@
 //! priority levels, retries with a tried set, timeouts, `pass_host`, keepalive pool limits and
 //! `X-Weir-Upstream-Status`. [`server`] builds a Pingora `Server` from a `weir_config::Config`.
 
+mod attempt;
 pub mod control;
 mod ctx;
 pub mod discovery;
@@ -19,13 +20,14 @@ pub mod key_auth;
 mod pool;
 mod proxy;
 mod respond;
+mod retry;
 pub mod router;
 pub mod server;
 mod snapshot;
 pub mod tls;
 pub mod upstream;
 
-pub use ctx::RequestCtx;
+pub use ctx::{HookCtx, RequestCtx};
 pub use handle::SnapshotHandle;
 pub use hook::Hook;
 pub use proxy::WeirProxy;

@@ -2,25 +2,27 @@
 //! selection across priority levels, retries with a tried set, timeouts, `pass_host`, pool
 //! limits and `X-Weir-Upstream-Status`.
 
-use crate::ctx::RequestCtx;
+use crate::attempt::{report_final, Attempt, End};
+use crate::ctx::{HookCtx, Phase, RequestCtx};
 use crate::drain::Tracker;
-use crate::failure::{is_idempotent, is_malformed_response, is_timeout};
+use crate::failure::{exchange_outcome, is_idempotent, is_timeout};
 use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthHook;
 use crate::respond::respond_json;
+use crate::retry::{self, Attempted, Decision, Outcome};
 use crate::router::strip_port;
 use crate::upstream::sni_for;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use pingora_error::{ErrorSource, RetryType};
+use pingora_error::ErrorSource;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use weir_config::PassHost;
+use weir_config::{PassHost, Timeout};
 
 /// A hook and the plugin name that enables it on a route (`None`: every routed request).
 struct Registered {
@@ -61,7 +63,7 @@ impl WeirProxy {
     }
 
     /// Register a plugin: `hook` runs only on routes whose `plugins:` (merged with their
-    /// service's) name `plugin`; its configuration is in `ctx.route.plugins.other[plugin]`.
+    /// service's) name `plugin`; its configuration is [`HookCtx::plugin_config`]`(plugin)`.
     /// Validate configurations with `weir_config::parse_yaml_with_plugins(text, &[plugin])`
     /// so the name is accepted.
     pub fn with_plugin(mut self, plugin: &str, hook: Arc<dyn Hook>) -> Self {
@@ -75,8 +77,8 @@ impl WeirProxy {
 
 /// Whether a registered hook applies to the request: global hooks to every routed request,
 /// plugins to routes that enable them. Nothing runs for a request without a route.
-fn applies(r: &Registered, ctx: &RequestCtx) -> bool {
-    match (&r.plugin, &ctx.route) {
+fn applies(r: &Registered, ctx: &HookCtx) -> bool {
+    match (&r.plugin, ctx.route()) {
         (None, Some(_)) => true,
         (Some(name), Some(route)) => route.plugins.enabled(name),
         (_, None) => false,
@@ -127,13 +129,12 @@ impl ProxyHttp for WeirProxy {
             respond_json(session, 404, r#"{"error_msg":"404 Route Not Found"}"#, None).await?;
             return Ok(true);
         };
-        ctx.route = Some(Arc::clone(&route));
+        ctx.hook.set_route(Arc::clone(&route));
         for r in &self.hooks {
-            if !applies(r, ctx) {
+            if !applies(r, &ctx.hook) {
                 continue;
             }
-            let hook = &r.hook;
-            if hook.request_filter(session, ctx).await? {
+            if r.hook.request_filter(session, &mut ctx.hook).await? {
                 return Ok(true);
             }
         }
@@ -152,15 +153,17 @@ impl ProxyHttp for WeirProxy {
             return Ok(true);
         }
         if let Some(h) = &up.conf.hash_on {
-            crate::hash_key::hash_key(session, h, ctx.consumer.as_deref(), &mut ctx.hash_key);
+            crate::hash_key::hash_key(session, h, ctx.hook.consumer(), &mut ctx.hash_key);
         }
         ctx.timeout = route.timeout.or(up.conf.timeout).unwrap_or_default();
-        ctx.max_attempts = up.max_attempts();
-        ctx.deadline = up.conf.retry_timeout.map(|d| Instant::now() + d);
+        ctx.tries.max_attempts = up.max_attempts();
+        ctx.tries.deadline = up.conf.retry_timeout.map(|d| Instant::now() + d);
         ctx.upstream = Some(up);
         Ok(false)
     }
 
+    /// Pick the attempt's node (or repeat the node after a stale pooled connection) and start
+    /// the [`Attempt`] that holds its in-flight counts until it ends.
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -171,60 +174,25 @@ impl ProxyHttp for WeirProxy {
                 .as_ref()
                 .ok_or_else(|| own_error(503, "no upstream"))?,
         );
-        let idx = match (ctx.repeat_node, ctx.current) {
-            (true, Some(i)) => {
-                ctx.repeat_node = false;
-                i
-            }
-            _ => match up.pick(&ctx.hash_key, &mut ctx.walk) {
+        let tries = &mut ctx.tries;
+        let idx = match std::mem::take(&mut tries.phase) {
+            // The free retry after a stale pooled connection: the same node, not an attempt.
+            Phase::Repeat(i) => i,
+            _ => match up.pick(&ctx.hash_key, &mut tries.walk) {
                 Some(i) => {
-                    ctx.attempts += 1;
+                    tries.attempts += 1;
                     i
                 }
-                None if ctx.attempts == 0 => return Err(own_error(502, "no node can be picked")),
+                None if tries.attempts == 0 => return Err(own_error(502, "no node can be picked")),
                 None => {
-                    let status = ctx.failure_status();
+                    let status = tries.failure_status();
                     return Err(own_error(status, "no node left to try"));
                 }
             },
         };
-        ctx.current = Some(idx);
-        ctx.response_started = false;
-        ctx.status_retry = false;
-        let node = &up.nodes[idx];
-        let (busy, busy_now) = up.pool.begin();
-        // More than `size` attempts busy: this connection must not go back to the pool.
-        // (HTTP/1.1 only: an HTTP/2 connection is shared by streams and is not closed per
-        // request; `Connection: close` is not even valid there.)
-        ctx.close_conn = !up.conf.scheme.is_grpc() && busy_now > up.conf.keepalive_pool.size as u64;
-        ctx.in_flight = Some((node.state.begin(), busy));
-        ctx.attempt_start = Some(Instant::now());
-
-        let mut peer = Box::new(node.peer.clone());
-        if up.conf.scheme.is_grpc() {
-            ctx.h2_epoch = node.h2_epoch.load(Ordering::Relaxed);
-            // Golden-ratio mixing keeps generations apart in Pingora's pool key.
-            peer.group_key ^= ctx.h2_epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-        if up.conf.scheme.is_tls() {
-            peer.sni = match &up.conf.pass_host {
-                PassHost::Pass => match request_host(session) {
-                    "" => node.node_sni.clone(),
-                    h => sni_for(h).to_owned(),
-                },
-                PassHost::Node => node.node_sni.clone(),
-                PassHost::Rewrite(h) => sni_for(strip_port(h)).to_owned(),
-            };
-            // No SNI (an IP literal) under tls_verify: verify the node IP instead.
-            if let Some(v) = &node.ip_verifier {
-                v.apply(&mut peer);
-            }
-        }
-        let t = ctx.timeout;
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.read_timeout = Some(t.read);
-        peer.options.write_timeout = Some(t.send);
+        let attempt = Attempt::begin(up, idx);
+        let peer = peer_for(session, ctx.timeout, &attempt);
+        tries.start(attempt);
         Ok(peer)
     }
 
@@ -241,21 +209,22 @@ impl ProxyHttp for WeirProxy {
         // Every time, not only on new connections: Pingora pools a new HTTP/2 connection
         // before this hook runs, so a later stream may reuse one whose certificate was refused.
         weir_health::tls::check_ip_verified(digest)?;
-        let Some(up) = &ctx.upstream else {
+        let (Some(up), Some(attempt)) = (&ctx.upstream, ctx.tries.waiting()) else {
             return Ok(());
         };
+        attempt.reused = reused;
         let pool = &up.conf.keepalive_pool;
         if up.conf.scheme.is_grpc() {
             // HTTP/2: `requests` counts streams per connection. A connection cannot be closed
             // from here without failing its other streams, so the node's connection generation
             // moves on: later streams open a new connection; this one drains and idles out.
             #[cfg(unix)]
-            if let (Some(ts), Some(node)) = (established_ts(digest), ctx.current) {
+            if let Some(ts) = established_ts(digest) {
                 let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
                 if n >= pool.requests {
                     up.pool.forget(fd, ts);
-                    let e = ctx.h2_epoch;
-                    let _ = up.nodes[node].h2_epoch.compare_exchange(
+                    let e = attempt.h2_epoch;
+                    let _ = up.nodes[attempt.node()].h2_epoch.compare_exchange(
                         e,
                         e.wrapping_add(1),
                         Ordering::Relaxed,
@@ -266,16 +235,16 @@ impl ProxyHttp for WeirProxy {
             return Ok(());
         }
         if pool.idle_timeout.is_zero() {
-            ctx.close_conn = true;
+            attempt.close_conn = true;
             return Ok(());
         }
         #[cfg(unix)]
         {
             if let Some(ts) = established_ts(digest) {
                 let n = up.pool.count_request(fd, ts, reused, pool.idle_timeout);
-                if n >= pool.requests || ctx.close_conn {
+                if n >= pool.requests || attempt.close_conn {
                     up.pool.forget(fd, ts);
-                    ctx.close_conn = true;
+                    attempt.close_conn = true;
                 }
             }
         }
@@ -288,10 +257,11 @@ impl ProxyHttp for WeirProxy {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(up), Some(idx)) = (&ctx.upstream, ctx.current) else {
+        let (Some(up), Some(attempt)) = (&ctx.upstream, ctx.tries.waiting()) else {
             return Ok(());
         };
-        let node = &up.nodes[idx];
+        let close_conn = attempt.close_conn;
+        let node = &up.nodes[attempt.node()];
         match up.host_header(node) {
             Some(h) => req.insert_header(http::header::HOST, h)?,
             None => {
@@ -308,19 +278,23 @@ impl ProxyHttp for WeirProxy {
             }
         }
         forwarded_headers(session, req)?;
-        if ctx.close_conn {
+        if close_conn {
             req.insert_header(http::header::CONNECTION, "close")?;
         }
         for r in &self.hooks {
-            if !applies(r, ctx) {
+            if !applies(r, &ctx.hook) {
                 continue;
             }
-            let hook = &r.hook;
-            hook.upstream_request_filter(session, req, ctx).await?;
+            r.hook
+                .upstream_request_filter(session, req, &mut ctx.hook)
+                .await?;
         }
         Ok(())
     }
 
+    /// The attempt's response header: relay it, or discard it for a retry (`retry_on_status`;
+    /// Pingora then closes its connection and calls `error_while_proxy`, which passes the
+    /// decision on).
     async fn upstream_response_filter(
         &self,
         session: &mut Session,
@@ -331,25 +305,42 @@ impl ProxyHttp for WeirProxy {
         if status < 200 {
             return Ok(());
         }
-        ctx.statuses.push(status);
-        if let Some(up) = &ctx.upstream {
-            if up.conf.retry_on_status.contains(&status)
-                && is_idempotent(&session.req_header().method)
-                && !session.as_ref().retry_buffer_truncated()
-                && ctx.may_retry()
-            {
-                ctx.status_retry = true;
-                ctx.report_status(status);
-                ctx.attempt_answered(true);
-                ctx.in_flight = None;
+        let RequestCtx {
+            upstream, tries, ..
+        } = ctx;
+        let Some(up) = upstream.as_deref() else {
+            return Ok(());
+        };
+        let attempt = match std::mem::take(&mut tries.phase) {
+            Phase::Waiting(a) => a,
+            other => {
+                tries.phase = other;
+                return Ok(());
+            }
+        };
+        let facts = Attempted {
+            outcome: Outcome::Status(status),
+            reused: attempt.reused,
+            request_written: true,
+            idempotent: is_idempotent(&session.req_header().method),
+            body_replayable: !session.as_ref().retry_buffer_truncated(),
+            retry_on_status: &up.conf.retry_on_status,
+            stale_retry_used: tries.stale_retry_used,
+        };
+        match retry::decide(&facts, || tries.budget(up)) {
+            Decision::Retry => {
+                tries.finish(attempt, End::Discarded(status));
+                tries.phase = Phase::Discarded;
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
                 e.set_retry(true);
-                return Err(e);
+                Err(e)
+            }
+            d => {
+                debug_assert_eq!(d, Decision::Relay);
+                tries.relay(attempt, status);
+                Ok(())
             }
         }
-        ctx.attempt_answered(false);
-        ctx.response_started = true;
-        Ok(())
     }
 
     async fn response_filter(
@@ -358,27 +349,34 @@ impl ProxyHttp for WeirProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(v) = ctx.upstream_status_header() {
+        if let Some(v) = ctx.tries.upstream_status_header() {
             resp.insert_header("X-Weir-Upstream-Status", v)?;
         }
         for r in &self.hooks {
-            if !applies(r, ctx) {
+            if !applies(r, &ctx.hook) {
                 continue;
             }
-            let hook = &r.hook;
-            hook.response_filter(session, resp, ctx).await?;
+            r.hook.response_filter(session, resp, &mut ctx.hook).await?;
         }
         Ok(())
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
-        connect_failure(ctx, peer, e)
+        let Phase::Waiting(attempt) = std::mem::take(&mut ctx.tries.phase) else {
+            // No attempt under way (cannot happen): nothing to decide.
+            e.set_retry(false);
+            return e;
+        };
+        let outcome = Outcome::Connect {
+            timed_out: is_timeout(&e),
+        };
+        settle(ctx, session, peer, attempt, outcome, false, e)
     }
 
     fn error_while_proxy(
@@ -390,47 +388,31 @@ impl ProxyHttp for WeirProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        if ctx.status_retry {
-            // The response was discarded by retry_on_status; the decision is already made.
-            ctx.status_retry = false;
-            e.set_retry(true);
-            return e;
-        }
-        if ctx.response_started || *e.esource() == ErrorSource::Downstream {
-            // The response is being relayed (or the client went away): never retried.
-            ctx.in_flight = None;
-            e.set_retry(false);
-            return e;
-        }
-        if *e.etype() == ErrorType::InvalidCert {
-            // The certificate was rejected right after the handshake, before anything was
-            // sent: a connect failure.
-            return connect_failure(ctx, peer, e);
-        }
-        let idempotent = is_idempotent(&session.req_header().method);
-        let truncated = session.as_ref().retry_buffer_truncated();
-        let timed_out = is_timeout(&e);
-        // A pooled connection that died before any response byte: one free retry on the
-        // same node, not counted as an attempt.
-        if client_reused
-            && matches!(e.retry, RetryType::ReusedOnly)
-            && idempotent
-            && !truncated
-            && !ctx.stale_retry_used
-        {
-            ctx.stale_retry_used = true;
-            ctx.repeat_node = true;
-            ctx.in_flight = None;
-            e.set_retry(true);
-            return e;
-        }
-        ctx.attempt_failed(timed_out);
-        let retry = idempotent && !truncated && !is_malformed_response(&e) && ctx.may_retry();
-        if retry {
-            ctx.report_transport(&e);
-        }
-        e.set_retry(retry);
-        e
+        let (attempt, outcome) = match std::mem::take(&mut ctx.tries.phase) {
+            Phase::Discarded => {
+                // upstream_response_filter discarded the response: the retry is decided.
+                e.set_retry(true);
+                return e;
+            }
+            Phase::Relaying(attempt) => (attempt, Outcome::AfterHeader),
+            Phase::Waiting(attempt) if *e.esource() == ErrorSource::Downstream => {
+                // The client went away, or its request failed: not the node's doing and not
+                // retried. The attempt is dropped without an outcome (counts released only).
+                drop(attempt);
+                e.set_retry(false);
+                return e;
+            }
+            Phase::Waiting(attempt) => {
+                let outcome = exchange_outcome(&e);
+                (attempt, outcome)
+            }
+            Phase::Idle | Phase::Repeat(_) => {
+                // No attempt under way (cannot happen): nothing to decide.
+                e.set_retry(false);
+                return e;
+            }
+        };
+        settle(ctx, session, peer, attempt, outcome, client_reused, e)
     }
 
     async fn fail_to_proxy(
@@ -442,16 +424,16 @@ impl ProxyHttp for WeirProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(c) if *c >= 400 => *c,
             _ => match e.esource() {
-                ErrorSource::Upstream => ctx.failure_status(),
+                ErrorSource::Upstream => ctx.tries.failure_status(),
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     _ => 400,
                 },
-                _ if ctx.attempts > 0 => ctx.failure_status(),
+                _ if ctx.tries.attempts > 0 => ctx.tries.failure_status(),
                 _ => 500,
             },
         };
-        ctx.in_flight = None;
+        ctx.tries.release();
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed proxy attempt: say so.
             session.as_downstream_mut().set_keepalive(None);
@@ -462,7 +444,7 @@ impl ProxyHttp for WeirProxy {
                 400 => r#"{"error_msg":"400 Bad Request"}"#,
                 _ => r#"{"error_msg":"internal error"}"#,
             };
-            let status_list = ctx.upstream_status_header();
+            let status_list = ctx.tries.upstream_status_header();
             if let Err(we) = respond_json(session, code, body, status_list.as_deref()).await {
                 log::debug!("cannot send error response: {we}");
             }
@@ -483,18 +465,122 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        ctx.in_flight = None;
-        if let Some(resp) = session.response_written() {
-            ctx.report_final(resp.status.as_u16());
+        // The relayed response has ended: the attempt's counts are released.
+        ctx.tries.release();
+        if let (Some(resp), Some(up), Some(node)) = (
+            session.response_written(),
+            &ctx.upstream,
+            ctx.tries.last_node,
+        ) {
+            if ctx.tries.attempts > 0 {
+                report_final(up, node, resp.status.as_u16());
+            }
         }
         for r in &self.hooks {
-            if !applies(r, ctx) {
+            if !applies(r, &ctx.hook) {
                 continue;
             }
-            let hook = &r.hook;
-            hook.logging(session, e, ctx).await;
+            r.hook.logging(session, e, &mut ctx.hook).await;
         }
     }
+}
+
+/// Decide what follows the attempt that ended as `outcome` says, and apply it: the attempt's
+/// feedback ([`Tries::finish`]), the retry mark Pingora acts on, and for a stale pooled
+/// connection the node to repeat.
+fn settle(
+    ctx: &mut RequestCtx,
+    session: &Session,
+    peer: &HttpPeer,
+    attempt: Attempt,
+    outcome: Outcome,
+    reused: bool,
+    mut e: Box<Error>,
+) -> Box<Error> {
+    if *e.etype() == ErrorType::InvalidCert {
+        log_rejected_certificate(ctx, peer, &e);
+    }
+    let RequestCtx {
+        upstream, tries, ..
+    } = ctx;
+    let Some(up) = upstream.as_deref() else {
+        e.set_retry(false);
+        return e;
+    };
+    let facts = Attempted {
+        outcome,
+        reused,
+        request_written: !matches!(outcome, Outcome::Connect { .. }),
+        idempotent: is_idempotent(&session.req_header().method),
+        body_replayable: !session.as_ref().retry_buffer_truncated(),
+        retry_on_status: &up.conf.retry_on_status,
+        stale_retry_used: tries.stale_retry_used,
+    };
+    let decision = retry::decide(&facts, || tries.budget(up));
+    let timed_out = outcome.timed_out();
+    match decision {
+        Decision::Retry => tries.finish(
+            attempt,
+            End::Failed {
+                timed_out,
+                retried: true,
+            },
+        ),
+        Decision::RetryStaleSameNode => {
+            tries.stale_retry_used = true;
+            tries.phase = Phase::Repeat(attempt.node());
+            tries.finish(attempt, End::Stale);
+        }
+        Decision::Fail(status) => {
+            tries.finish(
+                attempt,
+                End::Failed {
+                    timed_out,
+                    retried: false,
+                },
+            );
+            // fail_to_proxy answers the request's failure status: this one.
+            debug_assert_eq!(status, tries.failure_status());
+        }
+        // After the response header: its feedback was given when it was relayed.
+        Decision::Relay => drop(attempt),
+    }
+    e.set_retry(matches!(
+        decision,
+        Decision::Retry | Decision::RetryStaleSameNode
+    ));
+    e
+}
+
+/// The Pingora peer of `attempt`: its node's, with the per-request parts (the HTTP/2
+/// connection generation, SNI under `pass_host: pass`, timeouts).
+fn peer_for(session: &Session, t: Timeout, attempt: &Attempt) -> Box<HttpPeer> {
+    let up = attempt.upstream();
+    let node = &up.nodes[attempt.node()];
+    let mut peer = Box::new(node.peer.clone());
+    if up.conf.scheme.is_grpc() {
+        // Golden-ratio mixing keeps generations apart in Pingora's pool key.
+        peer.group_key ^= attempt.h2_epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    if up.conf.scheme.is_tls() {
+        peer.sni = match &up.conf.pass_host {
+            PassHost::Pass => match request_host(session) {
+                "" => node.node_sni.clone(),
+                h => sni_for(h).to_owned(),
+            },
+            PassHost::Node => node.node_sni.clone(),
+            PassHost::Rewrite(h) => sni_for(strip_port(h)).to_owned(),
+        };
+        // No SNI (an IP literal) under tls_verify: verify the node IP instead.
+        if let Some(v) = &node.ip_verifier {
+            v.apply(&mut peer);
+        }
+    }
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.total_connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.read);
+    peer.options.write_timeout = Some(t.send);
+    peer
 }
 
 /// When the connection of `digest` was established: with its fd, the connection's identity.
@@ -503,21 +589,6 @@ fn established_ts(digest: Option<&Digest>) -> Option<std::time::SystemTime> {
         .and_then(|d| d.timing_digest.first())
         .and_then(|t| t.as_ref())
         .map(|t| t.established_ts)
-}
-
-/// A failed connect (TCP, TLS handshake, certificate): nothing was sent, so every method may
-/// go to the next node; a retried failure is reported passively.
-fn connect_failure(ctx: &mut RequestCtx, peer: &HttpPeer, mut e: Box<Error>) -> Box<Error> {
-    if *e.etype() == ErrorType::InvalidCert {
-        log_rejected_certificate(ctx, peer, &e);
-    }
-    ctx.attempt_failed(is_timeout(&e));
-    let retry = ctx.may_retry();
-    if retry {
-        ctx.report_transport(&e);
-    }
-    e.set_retry(retry);
-    e
 }
 
 /// Say why a certificate was refused in the operator's terms: what it had to chain to and

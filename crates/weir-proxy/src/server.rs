@@ -5,14 +5,13 @@ use crate::drain::{Counted, Drain, OnDrained};
 use crate::handle::SnapshotHandle;
 use crate::proxy::WeirProxy;
 use crate::tls::{listener_tls, CertStore};
-use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::Server;
 use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
-use pingora::services::ServiceWithDependents;
+use pingora::services::{ServiceHandle, ServiceWithDependents};
 use std::sync::Arc;
 use weir_config::Config;
 use weir_discovery::DiscoveryService;
@@ -83,28 +82,31 @@ pub fn build_server_after(
 ) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(cfg));
     server.bootstrap();
-    let sources = server.add_services(sources);
+    add_services(&mut server, cfg, weir, on_drained, sources)?;
+    Ok(server)
+}
+
+/// Add Weir to an existing Pingora `server`: the proxy on every `server.listen` address
+/// (HTTP/1.1 and h2c) and `server.tls_listen` address (HTTP/1.1 and h2 by ALPN), the
+/// health-check and discovery services, the control API when configured, the drain watcher
+/// when `on_drained` is given, and `sources` (services the listeners wait for). Nothing is
+/// added when a listener certificate cannot be loaded. Returns the proxy service's handle (add
+/// your own dependencies to it).
+pub fn add_services(
+    server: &mut Server,
+    cfg: &Config,
+    weir: WeirProxy,
+    on_drained: Option<OnDrained>,
+    sources: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<ServiceHandle, String> {
     let handle = Arc::clone(weir.handle());
-    server.add_service(health_service(&handle));
-    // The proxy listens once every registry has answered once (or its first-load deadline
-    // passed), so the first requests already see discovered nodes.
-    let discovery = server.add_service(discovery_service(&handle));
-    if let Some(control) = &cfg.control {
-        server.add_service(control_service(&handle, &control.listen.to_string()));
-    }
     let tracker = weir.tracker().clone();
-    if let Some(action) = on_drained {
-        server.add_service(background_service(
-            "weir drain",
-            Drain::new(tracker.clone(), action),
-        ));
-    }
     let mut app = http_proxy(&server.configuration, weir);
     // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     app.server_options = Some(options);
-    let mut proxy = Service::new("weir".to_owned(), Counted::new(app, tracker));
+    let mut proxy = Service::new("weir".to_owned(), Counted::new(app, tracker.clone()));
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -121,12 +123,27 @@ pub fn build_server_after(
             .map_err(|e| format!("{path} (certificate {:?}): {e}", l.certificate))?;
         proxy.add_tls_with_settings(&l.addr.to_string(), None, settings);
     }
+
+    let sources = server.add_services(sources);
+    server.add_service(health_service(&handle));
+    // The proxy listens once every registry has answered once (or its first-load deadline
+    // passed), so the first requests already see discovered nodes.
+    let discovery = server.add_service(discovery_service(&handle));
+    if let Some(control) = &cfg.control {
+        server.add_service(control_service(&handle, &control.listen.to_string()));
+    }
+    if let Some(action) = on_drained {
+        server.add_service(background_service(
+            "weir drain",
+            Drain::new(tracker, action),
+        ));
+    }
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&discovery);
     for s in &sources {
         proxy.add_dependency(s);
     }
-    Ok(server)
+    Ok(proxy)
 }
 
 /// The background service running every discovery registry of `handle` (one service for all
@@ -160,30 +177,4 @@ pub fn control_service(handle: &Arc<SnapshotHandle>, addr: &str) -> Service<Cont
     );
     svc.add_tcp(addr);
     svc
-}
-
-/// A shutdown trigger for running a server in-process (tests, embedding).
-#[derive(Clone, Default)]
-pub struct ShutdownTrigger(Arc<tokio::sync::Notify>);
-
-impl ShutdownTrigger {
-    /// Ask the server to stop at once.
-    pub fn fire(&self) {
-        self.0.notify_one();
-    }
-
-    /// Run arguments whose shutdown signal is this trigger.
-    pub fn run_args(&self) -> RunArgs {
-        RunArgs {
-            shutdown_signal: Box::new(self.clone()),
-        }
-    }
-}
-
-#[async_trait]
-impl ShutdownSignalWatch for ShutdownTrigger {
-    async fn recv(&self) -> ShutdownSignal {
-        self.0.notified().await;
-        ShutdownSignal::FastShutdown
-    }
 }

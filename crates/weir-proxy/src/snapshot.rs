@@ -52,6 +52,8 @@ impl Tables {
 #[derive(Debug)]
 pub struct RouteRuntime {
     pub id: Id,
+    /// The route's `service_id`.
+    pub service_id: Option<Id>,
     /// `None`: neither the route nor its service names an upstream (503).
     pub upstream: Option<Arc<UpstreamRuntime>>,
     pub timeout: Option<Timeout>,
@@ -176,6 +178,7 @@ impl Snapshot {
                 r,
                 Arc::new(RouteRuntime {
                     id: r.id.clone(),
+                    service_id: r.service_id.clone(),
                     upstream,
                     timeout: r.timeout,
                     plugins,

@@ -45,7 +45,10 @@ impl Backend for MemorySource {
         _change: &Change,
         resulting: &ResourceSet,
     ) -> Result<(), StoreError> {
-        let config = base.validator.check(resulting).map_err(StoreError::Invalid)?;
+        let config = base
+            .validator
+            .check(resulting)
+            .map_err(StoreError::Invalid)?;
         *self.set.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(resulting.clone());
         self.sink.apply(&config.resources);
         Ok(())

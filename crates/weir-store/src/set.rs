@@ -112,7 +112,12 @@ pub fn references(kind: Kind, v: &Value) -> Vec<(Kind, String)> {
             text(u.get("tls").and_then(|t| t.get("client_cert_id")))
                 .map(|i| (Kind::Certificates, i)),
         );
-        for c in u.get("ca_certificates").and_then(Value::as_array).into_iter().flatten() {
+        for c in u
+            .get("ca_certificates")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             out.extend(text(Some(c)).map(|i| (Kind::CaCertificates, i)));
         }
     }

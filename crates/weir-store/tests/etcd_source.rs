@@ -165,7 +165,11 @@ fn a_write_validated_against_a_stale_view_is_refused() {
     let etcd = Etcd::start();
     rt.block_on(etcd.put("/weir/upstreams/u", r#"{"nodes": {"127.0.0.1:1": 1}}"#));
     let (source, _latest, stop) = run(&rt, config(etcd.endpoint()));
-    assert!(wait_for(PATIENCE, || (source.revision() > 0 && source.reachable()).then_some(())).is_some());
+    assert!(
+        wait_for(PATIENCE, || (source.revision() > 0 && source.reachable())
+            .then_some(()))
+        .is_some()
+    );
     let put = |id: &str, upstream: &str| Change::Put {
         kind: Kind::Routes,
         id: id.into(),
@@ -181,17 +185,28 @@ fn a_write_validated_against_a_stale_view_is_refused() {
     assert_eq!(rt.block_on(etcd.get("/weir/routes/r1")), None);
     // Someone deletes what the write references (a deletion leaves no revision on the key
     // range): refused too.
-    assert!(wait_for(PATIENCE, || (source.current().get(Kind::Upstreams, "v").is_some()).then_some(())).is_some());
+    assert!(wait_for(PATIENCE, || (source
+        .current()
+        .get(Kind::Upstreams, "v")
+        .is_some())
+    .then_some(()))
+    .is_some());
     let base = rt.block_on(source.base()).expect("base");
     rt.block_on(etcd.delete("/weir/upstreams/u"));
     let change = put("r2", "u");
     let result = rt.block_on(source.commit(&base, &change, &change.applied_to(&base.set)));
     assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
     // On a fresh base it goes through (and is live here when commit returns).
-    assert!(wait_for(PATIENCE, || (source.current().get(Kind::Upstreams, "u").is_none()).then_some(())).is_some());
+    assert!(wait_for(PATIENCE, || (source
+        .current()
+        .get(Kind::Upstreams, "u")
+        .is_none())
+    .then_some(()))
+    .is_some());
     let base = rt.block_on(source.base()).expect("base");
     let change = put("r3", "v");
-    rt.block_on(source.commit(&base, &change, &change.applied_to(&base.set))).expect("written");
+    rt.block_on(source.commit(&base, &change, &change.applied_to(&base.set)))
+        .expect("written");
     assert!(source.current().get(Kind::Routes, "r3").is_some());
     let _ = stop.send(true);
 }

@@ -1,21 +1,25 @@
 //! Test support for Weir's end-to-end tests: real HTTP/1.1 backends on ephemeral ports
 //! ([`Backend`]), a minimal keepalive client ([`Client`]), and the proxy running in-process
-//! ([`TestProxy`]). Everything binds 127.0.0.1 only. Polling helpers take a deadline instead
-//! of sleeping a fixed time.
+//! ([`TestProxy`]), and typed builders for its configurations ([`config`]). Everything binds
+//! 127.0.0.1 only. Polling helpers take a deadline instead of sleeping a fixed time.
 
 pub mod admin;
 mod backend;
 mod client;
+pub mod config;
 pub mod dns_server;
 pub mod etcd;
 pub mod fake_consul;
 pub mod fake_kubernetes;
 pub mod fake_nacos;
 pub mod grpc;
+#[cfg(test)]
+mod layout;
 pub mod pki;
 pub mod process;
 mod proxy;
 mod relay;
+mod shutdown;
 mod stream;
 
 pub use admin::AdminClient;
@@ -25,6 +29,7 @@ pub use etcd::Etcd;
 pub use process::WeirProcess;
 pub use proxy::TestProxy;
 pub use relay::TcpRelay;
+pub use shutdown::ShutdownTrigger;
 pub use stream::RequestStream;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Weir's proxy running in-process on an ephemeral port, with its snapshot handle exposed so
 //! tests can swap configurations.
 
+use crate::config::Document;
+use crate::ShutdownTrigger;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -9,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use weir_proxy::server::{build_server_with, ShutdownTrigger};
-use weir_proxy::{Hook, RequestCtx, SnapshotHandle, WeirProxy};
+use weir_proxy::server::build_server_with;
+use weir_proxy::{Hook, HookCtx, SnapshotHandle, WeirProxy};
 
 /// Counts routed requests whose handling has ended: Pingora runs `logging` after it has
 /// returned the upstream connection to its pool, so a test that waits for this count before
@@ -24,7 +26,7 @@ impl Hook for Finished {
         "testkit-finished"
     }
 
-    async fn logging(&self, _session: &mut Session, _error: Option<&Error>, _ctx: &mut RequestCtx) {
+    async fn logging(&self, _session: &mut Session, _error: Option<&Error>, _ctx: &mut HookCtx) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -44,32 +46,35 @@ pub struct TestProxy {
 }
 
 impl TestProxy {
-    /// Validate `yaml` (its `server.listen` is replaced by an ephemeral port) and serve it.
-    pub fn start(yaml: &str) -> TestProxy {
-        Self::start_with(yaml, &[], WeirProxy::new)
+    /// Validate `conf` (a [`Conf`](crate::config::Conf) or YAML text) and serve it. Every
+    /// listener gets an ephemeral port instead of its configured one: `server.listen` (at
+    /// [`addr`](Self::addr)), `server.tls_listen` ([`tls`](Self::tls)), `control.listen`
+    /// ([`control`](Self::control)).
+    pub fn start(conf: impl Into<Document>) -> TestProxy {
+        Self::start_with(conf, &[], WeirProxy::new)
     }
 
     /// As [`start`](Self::start), accepting the extra `plugins` names in the configuration
     /// and serving it with the proxy `make` builds (hooks, plugins).
     pub fn start_with(
-        yaml: &str,
+        conf: impl Into<Document>,
         plugins: &[&str],
         make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
     ) -> TestProxy {
-        Self::start_full(yaml, plugins, Vec::new(), make)
+        Self::start_full(conf.into(), plugins, Vec::new(), make)
     }
 
     /// As [`start`](Self::start), with discovery registries of the test's own registered by
     /// name next to the built-ins (`discovery_type: <name>` is then valid).
     pub fn start_with_registries(
-        yaml: &str,
+        conf: impl Into<Document>,
         registries: Vec<(&str, Arc<dyn weir_discovery::Registry>)>,
     ) -> TestProxy {
-        Self::start_full(yaml, &[], registries, WeirProxy::new)
+        Self::start_full(conf.into(), &[], registries, WeirProxy::new)
     }
 
     fn start_full(
-        yaml: &str,
+        conf: Document,
         plugins: &[&str],
         extra: Vec<(&str, Arc<dyn weir_discovery::Registry>)>,
         make: impl FnOnce(Arc<SnapshotHandle>) -> WeirProxy,
@@ -82,10 +87,7 @@ impl TestProxy {
             plugins,
             discovery: &names,
         };
-        let mut cfg = match weir_config::parse_yaml_ext(yaml, &ext) {
-            Ok(l) => l.config,
-            Err(e) => panic!("test config invalid:\n{e}"),
-        };
+        let mut cfg = conf.load(&ext).config;
         // Every port the proxy binds is reserved until it has stopped (see `PortReservation`).
         let mut reserved = Vec::new();
         let mut reserve = || {
@@ -227,17 +229,15 @@ impl TestProxy {
         (r.status, body)
     }
 
-    /// Validate `yaml` and swap its resources in.
-    pub fn apply(&self, yaml: &str) {
+    /// Validate `conf` (a [`Conf`](crate::config::Conf) or YAML text) and swap its resources
+    /// in.
+    pub fn apply(&self, conf: impl Into<Document>) {
         let names: Vec<&str> = self.handle.registries().names().collect();
         let ext = weir_config::Extensions {
             plugins: &[],
             discovery: &names,
         };
-        match weir_config::parse_yaml_ext(yaml, &ext) {
-            Ok(l) => self.handle.apply(&l.config.resources),
-            Err(e) => panic!("test config invalid:\n{e}"),
-        }
+        self.handle.apply(&conf.into().load(&ext).config.resources);
     }
 }
 

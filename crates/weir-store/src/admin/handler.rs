@@ -2,8 +2,8 @@
 //! paths and verbs of APISIX 3 (`/apisix/admin/{kind}[/{id}[/{member path}]]`), answers in
 //! its shapes (`{"key", "value"}`, `{"total", "list"}`), errors as `{"error_msg"}`.
 
-use super::merge::{merge_patch, replace_at};
 use super::mask::{masked, unmask};
+use super::merge::{merge_patch, replace_at};
 use super::AdminApi;
 use crate::set::{value_id, Kind, ResourceSet};
 use crate::source::{Base, Change, StoreError};

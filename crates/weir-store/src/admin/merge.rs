@@ -83,7 +83,11 @@ mod tests {
             (json!({"a":"foo"}), json!(null), json!(null)),
             (json!({"a":"foo"}), json!("bar"), json!("bar")),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!({"a":1,"b":2,"c":3}), json!({"a":null}), json!({"b":2,"c":3})),
+            (
+                json!({"a":1,"b":2,"c":3}),
+                json!({"a":null}),
+                json!({"b":2,"c":3}),
+            ),
             (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
             (
                 json!({}),

@@ -608,8 +608,10 @@ impl EtcdConn {
     ) -> Result<Result<i64, i64>, EtcdError> {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp};
         let op = format!("write {key}");
-        let mut when = vec![Compare::mod_revision(range_start(prefix), CompareOp::Less, since + 1)
-            .with_range(prefix_end(prefix.as_bytes()))];
+        let mut when = vec![
+            Compare::mod_revision(range_start(prefix), CompareOp::Less, since + 1)
+                .with_range(prefix_end(prefix.as_bytes())),
+        ];
         for k in existing {
             when.push(Compare::version(k.as_str(), CompareOp::Greater, 0));
         }

@@ -372,7 +372,10 @@ impl EtcdSource {
             };
             let had = self.revision();
             let mut watched = false;
-            match self.session(endpoint, shutdown, &mut ready, &mut watched).await {
+            match self
+                .session(endpoint, shutdown, &mut ready, &mut watched)
+                .await
+            {
                 Ok(End::Shutdown) => return,
                 Err(e) => {
                     self.reachable.store(false, Ordering::Relaxed);
