@@ -166,10 +166,19 @@ impl UpstreamRuntime {
         let Some(level) = self.levels.get(walk.level) else {
             return false;
         };
-        (level.start..level.end).any(|i| self.eligible(walk, i, filtering))
-            || self.levels[walk.level + 1..]
-                .iter()
-                .any(|l| (l.start..l.end).any(|i| !filtering || self.nodes[i].is_up()))
+        (level.start..level.end)
+            .any(|i| self.pickable(level, i) && self.eligible(walk, i, filtering))
+            || self.levels[walk.level + 1..].iter().any(|l| {
+                (l.start..l.end)
+                    .any(|i| self.pickable(l, i) && (!filtering || self.nodes[i].is_up()))
+            })
+    }
+
+    /// Whether the level's selector can ever return node `i`: a `chash` ring has no point for
+    /// a weight-0 node.
+    #[inline]
+    fn pickable(&self, level: &Level, i: usize) -> bool {
+        level.state.spec.lb != LbType::Chash || self.nodes[i].weight > 0
     }
 
     /// `Host` to send for this node, or `None` to pass the client's.
