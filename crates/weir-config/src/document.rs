@@ -5,6 +5,7 @@ use crate::cert::{parse_ca_certificate, parse_certificate, CaCertificate, Certif
 use crate::common::Id;
 use crate::discovery::{parse_discovery, DiscoveryConfig, Env};
 use crate::error::{ConfigError, ConfigErrors};
+use crate::extensions::Extensions;
 use crate::path::Path;
 use crate::plugins::{parse_consumer, Consumer};
 use crate::reader::{self, Cx, Obj};
@@ -252,29 +253,17 @@ pub fn parse_document(doc: &Value) -> Result<Loaded, ConfigErrors> {
     parse_document_with(doc, &[])
 }
 
-/// Names an embedder registered next to the built-ins, which a configuration may use.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Extensions<'a> {
-    /// Plugin names accepted in `plugins:` blocks.
-    pub plugins: &'a [&'a str],
-    /// Registry names accepted as `discovery_type`.
-    pub discovery: &'a [&'a str],
-}
-
 /// Validate a document, also accepting the plugin names in `plugins` (registered by an
 /// embedder) in `plugins:` blocks.
 pub fn parse_document_with(doc: &Value, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
-    parse_document_ext(
-        doc,
-        &Extensions {
-            plugins,
-            discovery: &[],
-        },
-    )
+    let ext = plugins
+        .iter()
+        .fold(Extensions::new(), |e, name| e.plugin(name));
+    parse_document_ext(doc, &ext)
 }
 
 /// Validate a document that may use the names in `ext`.
-pub fn parse_document_ext(doc: &Value, ext: &Extensions<'_>) -> Result<Loaded, ConfigErrors> {
+pub fn parse_document_ext(doc: &Value, ext: &Extensions) -> Result<Loaded, ConfigErrors> {
     let empty = Value::Object(Default::default());
     let doc = if doc.is_null() { &empty } else { doc };
     let mut cx = Cx::default();
@@ -289,8 +278,7 @@ pub fn parse_document_ext(doc: &Value, ext: &Extensions<'_>) -> Result<Loaded, C
     }
     let env = Env {
         discovery: config.discovery.clone(),
-        plugins: ext.plugins.iter().map(|s| s.to_string()).collect(),
-        discovery_names: ext.discovery.iter().map(|s| s.to_string()).collect(),
+        ext: ext.clone(),
     };
     if let Some((v, p)) = o.take("server") {
         config.server = parse_server(v, &p, &mut cx);

@@ -33,6 +33,7 @@ pub mod common;
 pub mod discovery;
 pub mod document;
 pub mod error;
+pub mod extensions;
 pub mod path;
 pub mod plugins;
 pub mod position;
@@ -45,10 +46,11 @@ pub use cert::{CaCertificate, Certificate, Secret};
 pub use common::{Id, Meta, Method, Timeout};
 pub use discovery::{DiscoveryConfig, DiscoveryType, DnsConfig, Env};
 pub use document::{
-    parse_document, parse_document_ext, parse_document_with, Config, Extensions, Loaded, Resources,
+    parse_document, parse_document_ext, parse_document_with, Config, Loaded, Resources,
     RESOURCE_KINDS,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use extensions::{Extensions, Schema, Typed};
 pub use path::Path;
 pub use plugins::{Consumer, KeyAuth, Plugins};
 pub use route::{HostPattern, Route, Service, UriPattern};
@@ -93,17 +95,14 @@ pub fn parse_yaml(text: &str) -> Result<Loaded, ConfigErrors> {
 
 /// Validate a YAML document that may enable the embedder's own `plugins` by name.
 pub fn parse_yaml_with_plugins(text: &str, plugins: &[&str]) -> Result<Loaded, ConfigErrors> {
-    parse_yaml_ext(
-        text,
-        &Extensions {
-            plugins,
-            discovery: &[],
-        },
-    )
+    let ext = plugins
+        .iter()
+        .fold(Extensions::new(), |e, name| e.plugin(name));
+    parse_yaml_ext(text, &ext)
 }
 
 /// Validate a YAML document that may use the embedder's registered names in `ext`.
-pub fn parse_yaml_ext(text: &str, ext: &Extensions<'_>) -> Result<Loaded, ConfigErrors> {
+pub fn parse_yaml_ext(text: &str, ext: &Extensions) -> Result<Loaded, ConfigErrors> {
     match parse_document_ext(&yaml_to_value(text)?, ext) {
         Ok(mut loaded) => {
             error::locate(&mut loaded.warnings, text);

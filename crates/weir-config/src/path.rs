@@ -53,6 +53,13 @@ impl Path {
         &self.0
     }
 
+    /// `rel` appended to this path (a path inside the value at this one).
+    pub fn join(&self, rel: &Path) -> Path {
+        let mut v = self.0.clone();
+        v.extend(rel.0.iter().cloned());
+        Path(v)
+    }
+
     /// This path without its first `n` steps: an item's path made relative to the item
     /// (`upstreams[2].nodes[0].port` → `nodes[0].port` with `n = 2`).
     pub fn skip(&self, n: usize) -> Path {

@@ -63,13 +63,17 @@ impl Plugins {
 /// The plugin names Weir knows; listed in errors.
 pub const KNOWN_PLUGINS: &[&str] = &["key-auth"];
 
-fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str) {
+fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str, env: &crate::Env) {
+    let mut known: Vec<&str> = KNOWN_PLUGINS
+        .iter()
+        .copied()
+        .chain(env.ext.plugin_names())
+        .collect();
+    known.sort_unstable();
+    known.dedup();
     cx.err(
         p,
-        format!(
-            "unknown plugin {name:?} (known: {})",
-            KNOWN_PLUGINS.join(", ")
-        ),
+        format!("unknown plugin {name:?} (known: {})", known.join(", ")),
     );
 }
 
@@ -95,17 +99,26 @@ pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx, env: &crate::Env) -> Plug
                 ko.finish(cx);
                 out.key_auth = Some(k);
             }
-            _ if env.plugins.iter().any(|n| n == name) => {
-                if pv.is_object() {
-                    out.other.insert(name.to_owned(), pv.clone());
-                } else {
-                    cx.err(
-                        &pp,
-                        format!("must be an object, got {}", crate::error::show(pv)),
-                    );
+            _ => match env.ext.plugin_schema(name) {
+                Some(schema) => {
+                    if !pv.is_object() {
+                        cx.err(
+                            &pp,
+                            format!("must be an object, got {}", crate::error::show(pv)),
+                        );
+                        continue;
+                    }
+                    // A typed plugin's configuration is validated now, once, with paths.
+                    let errors = schema.map(|s| s.check(pv)).unwrap_or_default();
+                    if errors.is_empty() {
+                        out.other.insert(name.to_owned(), pv.clone());
+                    }
+                    for (rel, reason) in errors {
+                        cx.err(&pp.join(&rel), reason);
+                    }
                 }
-            }
-            _ => unknown_plugin(cx, &pp, name),
+                None => unknown_plugin(cx, &pp, name, env),
+            },
         }
     }
     out
@@ -160,7 +173,10 @@ pub fn parse_consumer(v: &Value, p: &Path, cx: &mut Cx) -> Option<Consumer> {
                     };
                     ko.finish(cx);
                 }
-                _ => unknown_plugin(cx, &pp, name),
+                _ => cx.err(
+                    &pp,
+                    format!("unknown consumer plugin {name:?} (known: key-auth)"),
+                ),
             }
         }
     }

@@ -48,10 +48,7 @@ fn yaml_static(n: usize) -> String {
 const YAML_DISCOVERED: &str = "routes: [{id: r, uri: /*, upstream_id: u}]\nupstreams:\n  - id: u\n    type: roundrobin\n    service_name: web\n    discovery_type: idle\n";
 
 fn resources(yaml: &str) -> weir_config::Resources {
-    let ext = weir_config::Extensions {
-        plugins: &[],
-        discovery: &["idle"],
-    };
+    let ext = weir_config::Extensions::new().discovery("idle");
     match weir_config::parse_yaml_ext(yaml, &ext) {
         Ok(l) => l.config.resources,
         Err(e) => panic!("{e}"),

@@ -12,8 +12,7 @@ use weir_config::{Config, ConfigError, ConfigErrors, Extensions, Path};
 #[derive(Debug, Clone, Default)]
 pub struct Validator {
     settings: Map<String, Value>,
-    plugins: Vec<String>,
-    discovery: Vec<String>,
+    ext: Extensions,
 }
 
 /// What [`Validator::settle`] did to one resource of the candidate.
@@ -70,10 +69,9 @@ impl Validator {
         }
     }
 
-    /// Also accept the embedder's plugin and discovery registry names.
-    pub fn with_extensions(mut self, plugins: &[&str], discovery: &[&str]) -> Self {
-        self.plugins = plugins.iter().map(|s| s.to_string()).collect();
-        self.discovery = discovery.iter().map(|s| s.to_string()).collect();
+    /// Also accept what the embedder registered (plugins, registries, algorithms, checks).
+    pub fn with_extensions(mut self, ext: &Extensions) -> Self {
+        self.ext = ext.clone();
         self
     }
 
@@ -86,13 +84,7 @@ impl Validator {
     pub fn check(&self, set: &ResourceSet) -> Result<Config, ConfigErrors> {
         let mut errors = id_mismatches(set);
         let doc = set.to_document(&self.settings);
-        let plugins: Vec<&str> = self.plugins.iter().map(String::as_str).collect();
-        let discovery: Vec<&str> = self.discovery.iter().map(String::as_str).collect();
-        let ext = Extensions {
-            plugins: &plugins,
-            discovery: &discovery,
-        };
-        match weir_config::parse_document_ext(&doc, &ext) {
+        match weir_config::parse_document_ext(&doc, &self.ext) {
             Ok(loaded) if errors.is_empty() => Ok(loaded.config),
             Ok(_) => Err(ConfigErrors(errors)),
             Err(e) => {

@@ -565,7 +565,7 @@ impl Document {
     /// Validate the document with the names of `ext`.
     pub fn parse(
         &self,
-        ext: &weir_config::Extensions<'_>,
+        ext: &weir_config::Extensions,
     ) -> Result<weir_config::Loaded, weir_config::ConfigErrors> {
         match self {
             Document::Yaml(y) => weir_config::parse_yaml_ext(y, ext),
@@ -574,7 +574,7 @@ impl Document {
     }
 
     /// [`parse`](Self::parse), panicking with the errors and the document when it is invalid.
-    pub fn load(&self, ext: &weir_config::Extensions<'_>) -> weir_config::Loaded {
+    pub fn load(&self, ext: &weir_config::Extensions) -> weir_config::Loaded {
         self.parse(ext)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}\nin:\n{self}"))
     }
@@ -714,10 +714,7 @@ server: {tls_listen: [{addr: \"127.0.0.1:0\", certificate: edge}]}
         let conf = Conf::new()
             .route(Route::new("r", "/*").upstream_id("u"))
             .upstream(Upstream::weighted(&[(addr(1), 3), (addr(2), 0)]).id("u"));
-        let ext = weir_config::Extensions {
-            plugins: &[],
-            discovery: &[],
-        };
+        let ext = weir_config::Extensions::new();
         let loaded = Document::from(&conf).load(&ext);
         assert_eq!(loaded.config.resources.upstreams.len(), 1);
         let err = Document::from(Conf::new().route(Route::new("r", "/*").upstream_id("nope")))

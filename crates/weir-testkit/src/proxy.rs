@@ -82,11 +82,10 @@ impl TestProxy {
         // Proxy logs go to the test's captured output (shown for failing tests); `RUST_LOG`
         // sets the level, errors only by default.
         let _ = env_logger::builder().is_test(true).try_init();
-        let names: Vec<&str> = extra.iter().map(|(n, _)| *n).collect();
-        let ext = weir_config::Extensions {
-            plugins,
-            discovery: &names,
-        };
+        let ext = extra
+            .iter()
+            .fold(weir_config::Extensions::new(), |e, (n, _)| e.discovery(n));
+        let ext = plugins.iter().fold(ext, |e, n| e.plugin(n));
         let mut cfg = conf.load(&ext).config;
         // Every port the proxy binds is reserved until it has stopped (see `PortReservation`).
         let mut reserved = Vec::new();
@@ -232,11 +231,11 @@ impl TestProxy {
     /// Validate `conf` (a [`Conf`](crate::config::Conf) or YAML text) and swap its resources
     /// in.
     pub fn apply(&self, conf: impl Into<Document>) {
-        let names: Vec<&str> = self.handle.registries().names().collect();
-        let ext = weir_config::Extensions {
-            plugins: &[],
-            discovery: &names,
-        };
+        let ext = self
+            .handle
+            .registries()
+            .names()
+            .fold(weir_config::Extensions::new(), |e, n| e.discovery(n));
         self.handle.apply(&conf.into().load(&ext).config.resources);
     }
 }

@@ -83,18 +83,20 @@ impl WeirBuilder {
         self
     }
 
+    /// What validation accepts next to the built-ins: every registered name.
+    fn extensions(&self) -> Extensions {
+        let ext = self
+            .plugins
+            .iter()
+            .fold(Extensions::new(), |e, (n, _)| e.plugin(n));
+        self.registries.iter().fold(ext, |e, (n, _)| e.discovery(n))
+    }
+
     /// Validate the configuration against everything registered and compile it. Every error
     /// of the configuration is reported at once ([`Error::Config`]).
     pub fn build(self) -> Result<Weir, Error> {
+        let ext = self.extensions();
         let input = self.input.ok_or(Error::NoConfig)?;
-        let plugin_owned: Vec<String> = self.plugins.iter().map(|(n, _)| n.clone()).collect();
-        let discovery_owned: Vec<String> = self.registries.iter().map(|(n, _)| n.clone()).collect();
-        let plugin_names: Vec<&str> = plugin_owned.iter().map(String::as_str).collect();
-        let discovery_names: Vec<&str> = discovery_owned.iter().map(String::as_str).collect();
-        let ext = Extensions {
-            plugins: &plugin_names,
-            discovery: &discovery_names,
-        };
         let (config, warnings, text, origin) = match &input {
             Input::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::Read {
@@ -151,7 +153,7 @@ impl WeirBuilder {
             .map(|t| weir_config::yaml_to_value(t).unwrap_or_default());
         let validator = doc
             .as_ref()
-            .map(|d| Validator::new(d).with_extensions(&plugin_names, &discovery_names));
+            .map(|d| Validator::new(d).with_extensions(&ext));
         let source: Option<(Box<dyn ServiceWithDependents>, Arc<dyn Backend>)> =
             match (&config.config_source, &input, text, validator) {
                 (ConfigSource::Etcd(e), _, _, Some(v)) => {
@@ -162,8 +164,7 @@ impl WeirBuilder {
                 (ConfigSource::File { .. }, Input::File(path), Some(text), _) => {
                     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
                     let s = Arc::new(
-                        FileSource::new(path, text, config.clone(), sink)
-                            .with_extensions(&plugin_names, &discovery_names),
+                        FileSource::new(path, text, config.clone(), sink).with_extensions(&ext),
                     );
                     let svc = GenBackgroundService::new("weir config file".into(), Arc::clone(&s));
                     Some((Box::new(svc), s))

@@ -193,9 +193,8 @@ pub struct DiscoveryConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub discovery: DiscoveryConfig,
-    pub plugins: Vec<String>,
-    /// Registries registered by name next to the built-ins (`discovery_type: my-registry`).
-    pub discovery_names: Vec<String>,
+    /// What the embedder registered (plugins, registries, algorithms, checks).
+    pub ext: crate::extensions::Extensions,
 }
 
 impl Env {
@@ -213,7 +212,7 @@ impl Env {
         let mut names: Vec<String> = DISCOVERY_TYPES
             .iter()
             .map(|(n, _)| n.to_string())
-            .chain(self.discovery_names.iter().cloned())
+            .chain(self.ext.discovery_names().map(str::to_owned))
             .collect();
         names.sort();
         names.dedup();

@@ -47,8 +47,7 @@ pub struct FileSource {
     sink: Arc<dyn Sink>,
     /// The process settings in force (changes to them need a restart).
     running: Config,
-    plugins: Vec<String>,
-    discovery: Vec<String>,
+    ext: Extensions,
     state: Mutex<State>,
 }
 
@@ -70,8 +69,7 @@ impl FileSource {
             watch,
             sink,
             running,
-            plugins: Vec::new(),
-            discovery: Vec::new(),
+            ext: Extensions::new(),
             state: Mutex::new(State {
                 text,
                 set: Arc::new(ResourceSet::from_document(&doc)),
@@ -81,12 +79,11 @@ impl FileSource {
         }
     }
 
-    /// Also accept the embedder's plugin and discovery registry names.
-    pub fn with_extensions(mut self, plugins: &[&str], discovery: &[&str]) -> Self {
-        self.plugins = plugins.iter().map(|s| s.to_string()).collect();
-        self.discovery = discovery.iter().map(|s| s.to_string()).collect();
+    /// Also accept what the embedder registered (plugins, registries, algorithms, checks).
+    pub fn with_extensions(mut self, ext: &Extensions) -> Self {
+        self.ext = ext.clone();
         let mut st = self.lock();
-        st.validator = st.validator.clone().with_extensions(plugins, discovery);
+        st.validator = st.validator.clone().with_extensions(ext);
         drop(st);
         self
     }
@@ -105,21 +102,11 @@ impl FileSource {
     }
 
     fn parse(&self, text: &str) -> Result<Loaded, ConfigErrors> {
-        let plugins: Vec<&str> = self.plugins.iter().map(String::as_str).collect();
-        let discovery: Vec<&str> = self.discovery.iter().map(String::as_str).collect();
-        weir_config::parse_yaml_ext(
-            text,
-            &Extensions {
-                plugins: &plugins,
-                discovery: &discovery,
-            },
-        )
+        weir_config::parse_yaml_ext(text, &self.ext)
     }
 
     fn validator_for(&self, doc: &serde_json::Value) -> Validator {
-        let plugins: Vec<&str> = self.plugins.iter().map(String::as_str).collect();
-        let discovery: Vec<&str> = self.discovery.iter().map(String::as_str).collect();
-        Validator::new(doc).with_extensions(&plugins, &discovery)
+        Validator::new(doc).with_extensions(&self.ext)
     }
 
     fn read(&self) -> Option<String> {
