@@ -117,6 +117,10 @@ impl ConsistentHash {
 }
 
 impl LevelSelector for ConsistentHash {
+    fn can_pick(&self, index: usize) -> bool {
+        self.weights.get(index).is_some_and(|w| *w > 0)
+    }
+
     fn select(&self, key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
         if self.ring.is_empty() {
             return None;

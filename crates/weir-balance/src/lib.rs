@@ -21,6 +21,7 @@
 //!
 //! [`BackendSelection`]: pingora_load_balancing::selection::BackendSelection
 
+mod algorithm;
 mod chash;
 mod ewma;
 mod least_conn;
@@ -29,6 +30,10 @@ mod selection;
 mod swrr;
 mod table;
 
+pub use algorithm::{
+    builtin, Algorithm, AlgorithmRegistry, LevelNode, NoParams, Registered, Unregistered,
+    BUILTIN_ALGORITHMS,
+};
 pub use chash::{backend_ring_id, ring_id, ConsistentHash};
 pub use ewma::PeakEwma;
 pub use least_conn::LeastConn;

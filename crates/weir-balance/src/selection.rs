@@ -53,6 +53,14 @@ pub trait LevelSelector: Send + Sync {
     /// Index of the chosen node among the eligible ones; `None` when no eligible node can be
     /// picked. `key` is the request's hash key (used by hashing algorithms only).
     fn select(&self, key: &[u8], eligible: Eligible<'_>) -> Option<usize>;
+
+    /// Whether [`select`](Self::select) can ever return node `index` (with every node
+    /// eligible): the proxy asks it to tell whether a retry could find a node, never per
+    /// pick. Default: every node; a `chash` ring has no point for a weight-0 node.
+    fn can_pick(&self, index: usize) -> bool {
+        let _ = index;
+        true
+    }
 }
 
 /// A Weir selector over a set of Pingora backends: the `BackendSelection` of

@@ -1,10 +1,11 @@
 //! A checker: the targets and settings of one upstream key, and the task that probes them on
 //! their own schedules (docs/health-checks.md).
 
-use crate::probe::{probe, ProbeKind, ProbeSpec};
+use crate::check::{CheckRegistry, BACKSTOP};
+use crate::probe::{Outcome, ProbeSpec};
+use crate::state::Report;
 use crate::target::{Source, Target, TargetId, TargetSpec};
 use arc_swap::ArcSwap;
-use pingora::connectors::http::Connector;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Checker {
     /// Targets currently down (kept in step by every state change).
     down: Arc<AtomicI64>,
     changed: Notify,
+    /// The checks of the table, looked up by `spec.kind` at every probe.
+    checks: Arc<CheckRegistry>,
 }
 
 impl std::fmt::Debug for Checker {
@@ -39,7 +42,12 @@ impl std::fmt::Debug for Checker {
 }
 
 impl Checker {
-    pub(crate) fn new(key: &str, version: u64, spec: ProbeSpec) -> Self {
+    pub(crate) fn new(
+        key: &str,
+        version: u64,
+        spec: ProbeSpec,
+        checks: Arc<CheckRegistry>,
+    ) -> Self {
         Checker {
             key: Arc::from(key),
             spec: ArcSwap::from_pointee(spec),
@@ -49,6 +57,7 @@ impl Checker {
             target_count: AtomicUsize::new(0),
             down: Arc::new(AtomicI64::new(0)),
             changed: Notify::new(),
+            checks,
         }
     }
 
@@ -57,8 +66,9 @@ impl Checker {
         &self.key
     }
 
-    pub fn kind(&self) -> ProbeKind {
-        self.spec.load().kind
+    /// `checks.active.type`: the name of the check that probes.
+    pub fn check_type(&self) -> Arc<str> {
+        Arc::clone(&self.spec.load().kind)
     }
 
     /// The current targets, in node order.
@@ -134,12 +144,17 @@ impl Checker {
     /// Probe every target on its schedule, forever (the task is aborted when the checker is
     /// removed). The first probe of a target comes one interval after it was added; up targets
     /// are probed every `healthy.interval`, down ones every `unhealthy.interval`; at most
-    /// `concurrency` probes are in flight.
-    pub async fn run(self: Arc<Self>, connector: Arc<Connector>) {
+    /// `concurrency` probes are in flight. Each probe runs the check registered as
+    /// `checks.active.type`, looked up when the probe starts.
+    pub async fn run(self: Arc<Self>) {
         let mut due: HashMap<TargetId, Instant> = HashMap::new();
         let mut busy: HashSet<TargetId> = HashSet::new();
-        let mut probes: JoinSet<(Arc<Target>, crate::probe::Outcome)> = JoinSet::new();
+        let mut probes: JoinSet<(Arc<Target>, Outcome)> = JoinSet::new();
+        // Which target each probe task is probing: a task that panicked frees its target too.
+        let mut probing: HashMap<tokio::task::Id, TargetId> = HashMap::new();
         let mut generation = self.generation.load(Ordering::Acquire);
+        // Name of the unregistered check last warned about, so the log says it once.
+        let mut warned: Option<Arc<str>> = None;
         loop {
             let g = self.generation.load(Ordering::Acquire);
             if g != generation {
@@ -162,30 +177,64 @@ impl Checker {
                     .entry(t.id.clone())
                     .or_insert_with(|| now + interval(&spec, t));
                 if at <= now && probes.len() < spec.concurrency.max(1) {
+                    let Some(check) = self.checks.get(&spec.kind) else {
+                        // Validation only lets registered names through; an embedder that
+                        // validated against other names than it registered gets this.
+                        if warned.as_deref() != Some(&*spec.kind) {
+                            log::warn!(
+                                "upstream {}: no health check {:?} is registered: not probing",
+                                self.key,
+                                spec.kind
+                            );
+                            warned = Some(Arc::clone(&spec.kind));
+                        }
+                        let next = now + interval(&spec, t);
+                        due.insert(t.id.clone(), next);
+                        wake = wake.min(next);
+                        continue;
+                    };
                     busy.insert(t.id.clone());
-                    let (spec, t, connector) =
-                        (Arc::clone(&spec), Arc::clone(t), Arc::clone(&connector));
-                    probes.spawn(async move {
-                        let outcome = probe(&spec, &t, &connector).await;
-                        (t, outcome)
+                    let (spec, t2) = (Arc::clone(&spec), Arc::clone(t));
+                    let task = probes.spawn(async move {
+                        let backstop = spec.timeout.saturating_mul(BACKSTOP);
+                        let outcome = tokio::time::timeout(backstop, check.check(&t2, &spec))
+                            .await
+                            .unwrap_or(Some(Report::Timeout));
+                        (t2, outcome)
                     });
+                    probing.insert(task.id(), t.id.clone());
                 } else if at > now {
                     wake = wake.min(at);
                 }
             }
             tokio::select! {
-                Some(done) = probes.join_next(), if !probes.is_empty() => {
-                    if probes.is_empty() {
-                        // Nothing in flight: nothing can be busy (also after a failed task).
-                        busy.clear();
-                    }
-                    if let Ok((t, outcome)) = done {
-                        busy.remove(&t.id);
-                        let spec = self.spec.load();
-                        if let Some(report) = outcome {
-                            t.report(report, &spec.thresholds, Source::Active);
+                Some(done) = probes.join_next_with_id(), if !probes.is_empty() => {
+                    let spec = self.spec.load();
+                    match done {
+                        Ok((task, (t, outcome))) => {
+                            probing.remove(&task);
+                            busy.remove(&t.id);
+                            if let Some(report) = outcome {
+                                t.report(report, &spec.thresholds, Source::Active);
+                            }
+                            due.insert(t.id.clone(), Instant::now() + interval(&spec, &t));
                         }
-                        due.insert(t.id.clone(), Instant::now() + interval(&spec, &t));
+                        Err(e) => {
+                            // A check that panicked: no report, probed again one interval on.
+                            if let Some(id) = probing.remove(&e.id()) {
+                                log::warn!(
+                                    "upstream {}: health check {:?} of {id} failed: {e}",
+                                    self.key,
+                                    spec.kind
+                                );
+                                busy.remove(&id);
+                                let period = targets
+                                    .iter()
+                                    .find(|t| t.id == id)
+                                    .map_or(spec.healthy_interval, |t| interval(&spec, t));
+                                due.insert(id, Instant::now() + period);
+                            }
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -206,14 +255,13 @@ fn interval(spec: &ProbeSpec, t: &Target) -> std::time::Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ProbeKind;
     use crate::state::{Report, Thresholds};
     use crate::status::StatusClasses;
     use std::time::Duration;
 
     fn spec() -> ProbeSpec {
         ProbeSpec {
-            kind: ProbeKind::Tcp,
+            kind: Arc::from("tcp"),
             timeout: Duration::from_secs(1),
             concurrency: 1,
             method: http::Method::GET,
@@ -251,7 +299,7 @@ mod tests {
 
     #[test]
     fn nodes_with_one_identity_share_a_target() {
-        let c = Checker::new("upstreams/u", 1, spec());
+        let c = Checker::new("upstreams/u", 1, spec(), Arc::default());
         let per = c.set_targets(&[ts(1, 80), ts(2, 80), ts(1, 80)]);
         assert_eq!(c.targets().len(), 2);
         assert!(Arc::ptr_eq(&per[0], &per[2]));
@@ -259,7 +307,7 @@ mod tests {
 
     #[test]
     fn survivors_keep_state_and_removed_targets_leave_the_down_count() {
-        let c = Checker::new("upstreams/u", 1, spec());
+        let c = Checker::new("upstreams/u", 1, spec(), Arc::default());
         let per = c.set_targets(&[ts(1, 80), ts(2, 80), ts(3, 80)]);
         per[0].report(Report::TcpFailure, &TH, crate::Source::Passive);
         per[2].report(Report::TcpFailure, &TH, crate::Source::Passive);
@@ -277,17 +325,17 @@ mod tests {
 
     #[test]
     fn the_schedule_restarts_only_when_the_version_changes() {
-        let c = Checker::new("upstreams/u", 1, spec());
+        let c = Checker::new("upstreams/u", 1, spec(), Arc::default());
         c.update_spec(1, spec());
         assert_eq!(c.generation.load(Ordering::Relaxed), 0);
         c.update_spec(
             2,
             ProbeSpec {
-                kind: ProbeKind::Http,
+                kind: Arc::from("http"),
                 ..spec()
             },
         );
-        assert_eq!(c.kind(), ProbeKind::Http);
+        assert_eq!(&*c.check_type(), "http");
         assert_eq!(c.generation.load(Ordering::Relaxed), 1);
     }
 }

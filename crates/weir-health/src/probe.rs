@@ -1,43 +1,30 @@
-//! One active probe (docs/health-checks.md): connect, optionally TLS, send the probe request
-//! with `Connection: close`, read the status line, classify.
+//! A checker's settings ([`ProbeSpec`]) and the built-in checks (docs/health-checks.md):
+//! [`TcpCheck`] connects; [`HttpCheck`] connects, optionally TLS, sends the probe request with
+//! `Connection: close`, reads the status line, classifies.
 //!
 //! HTTP and HTTPS probes go through Pingora's own HTTP connector, so a probe's TLS handshake
 //! (SNI, verification, CA, client certificate) is exactly the one the data path would make.
 
+use crate::check::Check;
 use crate::state::{Report, Thresholds};
 use crate::status::StatusClasses;
 use crate::target::Target;
+use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
 use pingora_error::{Error, ErrorType};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// `checks.active.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeKind {
-    Http,
-    Https,
-    Tcp,
-}
-
-impl ProbeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeKind::Http => "http",
-            ProbeKind::Https => "https",
-            ProbeKind::Tcp => "tcp",
-        }
-    }
-}
-
-/// A checker's settings (`checks.active` plus the upstream's TLS material).
+/// A checker's settings (`checks.active` plus the upstream's TLS material). Every check gets
+/// all of them; the HTTP options mean what a registered check makes them mean.
 #[derive(Clone)]
 pub struct ProbeSpec {
-    pub kind: ProbeKind,
+    /// `checks.active.type`: the name of the registered [`Check`] that probes.
+    pub kind: Arc<str>,
     /// Applies separately to connect, TLS handshake, write and reading the status line.
     pub timeout: Duration,
     /// Probes in flight at most, per checker.
@@ -84,11 +71,68 @@ pub fn transport_report(e: &Error) -> Report {
     }
 }
 
-/// Probe `target` once.
-pub async fn probe(spec: &ProbeSpec, target: &Target, connector: &Connector) -> Outcome {
-    match spec.kind {
-        ProbeKind::Tcp => Some(probe_tcp(spec, target).await),
-        ProbeKind::Http | ProbeKind::Https => match probe_http(spec, target, connector).await {
+/// How an I/O error of a probe counts: a timeout, or a tcp failure.
+pub fn io_report(e: &std::io::Error) -> Report {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => Report::Timeout,
+        _ => Report::TcpFailure,
+    }
+}
+
+/// The built-in `tcp` check: a connect that succeeds within `timeout` is a success.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpCheck;
+
+#[async_trait]
+impl Check for TcpCheck {
+    async fn check(&self, target: &Target, spec: &ProbeSpec) -> Outcome {
+        let connect = tokio::net::TcpStream::connect(target.addr());
+        Some(match tokio::time::timeout(spec.timeout, connect).await {
+            Ok(Ok(_)) => Report::Success,
+            Ok(Err(e)) => io_report(&e),
+            Err(_) => Report::Timeout,
+        })
+    }
+}
+
+/// The built-in `http` and `https` checks: `<http_method> <http_path>` with `Host`,
+/// `Connection: close`, `req_headers` and the body, classified by the status line. Its
+/// connector is made at the first probe; it never pools (probes close their connections).
+pub struct HttpCheck {
+    tls: bool,
+    connector: OnceLock<Connector>,
+}
+
+impl std::fmt::Debug for HttpCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCheck").field("tls", &self.tls).finish()
+    }
+}
+
+impl HttpCheck {
+    /// Plain HTTP (`http`).
+    pub fn http() -> Self {
+        HttpCheck {
+            tls: false,
+            connector: OnceLock::new(),
+        }
+    }
+
+    /// HTTP over TLS (`https`).
+    pub fn https() -> Self {
+        HttpCheck {
+            tls: true,
+            connector: OnceLock::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Check for HttpCheck {
+    async fn check(&self, target: &Target, spec: &ProbeSpec) -> Outcome {
+        // Probes get their own connector, apart from the data path's.
+        let connector = self.connector.get_or_init(|| Connector::new(None));
+        match probe_http(self.tls, spec, target, connector).await {
             Ok(status) => spec.statuses.classify(status),
             Err(e) => {
                 log::debug!(
@@ -101,24 +145,16 @@ pub async fn probe(spec: &ProbeSpec, target: &Target, connector: &Connector) -> 
                     _ => transport_report(&e),
                 })
             }
-        },
-    }
-}
-
-async fn probe_tcp(spec: &ProbeSpec, target: &Target) -> Report {
-    match tokio::time::timeout(spec.timeout, tokio::net::TcpStream::connect(target.addr())).await {
-        Ok(Ok(_)) => Report::Success,
-        Ok(Err(_)) => Report::TcpFailure,
-        Err(_) => Report::Timeout,
+        }
     }
 }
 
 async fn probe_http(
+    tls: bool,
     spec: &ProbeSpec,
     target: &Target,
     connector: &Connector,
 ) -> pingora_error::Result<u16> {
-    let tls = spec.kind == ProbeKind::Https;
     let bare = target.host.trim_start_matches('[').trim_end_matches(']');
     let sni = if bare.parse::<std::net::IpAddr>().is_ok() {
         String::new()

@@ -4,7 +4,6 @@
 use crate::checker::Checker;
 use crate::table::HealthTable;
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
@@ -26,9 +25,6 @@ impl HealthService {
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        // Probes get their own connector: its pool is never used (probes close their
-        // connections) and stays apart from the data path's.
-        let connector = Arc::new(Connector::new(None));
         let mut tasks: HashMap<String, (Arc<Checker>, JoinHandle<()>)> = HashMap::new();
         loop {
             let current = self.table.checkers();
@@ -43,7 +39,7 @@ impl BackgroundService for HealthService {
             });
             for c in current {
                 if !tasks.contains_key(c.key()) {
-                    let handle = tokio::spawn(Arc::clone(&c).run(Arc::clone(&connector)));
+                    let handle = tokio::spawn(Arc::clone(&c).run());
                     tasks.insert(c.key().to_owned(), (c, handle));
                 }
             }

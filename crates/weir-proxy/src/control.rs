@@ -128,7 +128,7 @@ fn entry(c: &Checker) -> Value {
             })
         })
         .collect();
-    json!({"name": c.key(), "type": c.kind().as_str(), "nodes": nodes})
+    json!({"name": c.key(), "type": &*c.check_type(), "nodes": nodes})
 }
 
 #[async_trait]

@@ -53,6 +53,13 @@ impl HookCtx {
         self.plugins()?.other.get(name)
     }
 
+    /// The parsed configuration of the typed plugin `name` on this route (see
+    /// [`Plugin`](crate::plugin::Plugin)): parsed when the configuration loaded, shared, no
+    /// allocation here.
+    pub fn plugin<T: Send + Sync + 'static>(&self, name: &str) -> Option<Arc<T>> {
+        self.route.as_ref()?.typed.get::<T>(name)
+    }
+
     /// The authenticated consumer's username.
     pub fn consumer(&self) -> Option<&str> {
         self.consumer.as_deref()

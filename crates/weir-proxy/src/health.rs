@@ -5,10 +5,10 @@ use pingora::prelude::Error;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use weir_config::{ActiveCheck, CheckType, Node, PassHost, PassiveCheck, Upstream};
+use weir_config::{ActiveCheck, Node, PassHost, PassiveCheck, Upstream};
 use weir_health::{
-    transport_report, Checker, ProbeKind, ProbeSpec, Source, StatusClasses, StatusSet, Target,
-    TargetId, TargetSpec, Thresholds,
+    transport_report, Checker, ProbeSpec, Source, StatusClasses, StatusSet, Target, TargetId,
+    TargetSpec, Thresholds,
 };
 
 /// The health side of a compiled upstream with `checks`.
@@ -74,14 +74,11 @@ pub fn fingerprint(active: &ActiveCheck) -> u64 {
     h.finish()
 }
 
-/// A checker's settings from `checks.active`.
+/// A checker's settings from `checks.active`. The type is a name the checker looks up in the
+/// health table's checks (built in or registered); every option is passed on, whatever it is.
 pub fn probe_spec(active: &ActiveCheck) -> ProbeSpec {
     ProbeSpec {
-        kind: match active.kind {
-            CheckType::Http => ProbeKind::Http,
-            CheckType::Https => ProbeKind::Https,
-            CheckType::Tcp => ProbeKind::Tcp,
-        },
+        kind: Arc::from(active.kind.as_str()),
         timeout: active.timeout,
         concurrency: active.concurrency as usize,
         method: http::Method::from_bytes(active.http_method.as_str().as_bytes())

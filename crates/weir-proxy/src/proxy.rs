@@ -10,6 +10,7 @@ use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthHook;
+use crate::plugin::{Plugin, PluginHook};
 use crate::respond::respond_json;
 use crate::retry::{self, Attempted, Decision, Outcome};
 use crate::router::strip_port;
@@ -72,6 +73,17 @@ impl WeirProxy {
             hook,
         });
         self
+    }
+
+    /// Run the typed `plugin` on routes whose `plugins:` enable it, with each route's parsed
+    /// configuration (see [`crate::plugin`]). Its configuration type is registered with this
+    /// proxy's handle, which recompiles so the running snapshot has it. Validate
+    /// configurations with [`Plugin::extension`] merged into your `Extensions`.
+    pub fn with_typed_plugin<P: Plugin>(self, plugin: P) -> Self {
+        let name = plugin.name().to_owned();
+        self.handle.tables().plugins.register::<P::Config>(&name);
+        self.handle.refresh();
+        self.with_plugin(&name, Arc::new(PluginHook(plugin)))
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Tables {
     /// Checkers by upstream key: held strongly (they probe with or without traffic) and
     /// dropped when a snapshot no longer has the key with `checks`.
     pub health: Arc<HealthTable>,
+    /// How typed plugins' configurations are parsed into each route's runtime.
+    pub plugins: crate::plugin::PluginParsers,
 }
 
 impl Tables {
@@ -61,6 +63,8 @@ pub struct RouteRuntime {
     pub plugins: Plugins,
     /// Consumers by key-auth key (shared by every route of the snapshot).
     pub consumers: Arc<ConsumerIndex>,
+    /// The parsed configurations of the route's typed plugins.
+    pub typed: crate::plugin::PluginConfigs,
 }
 
 /// One compiled configuration.
@@ -181,6 +185,7 @@ impl Snapshot {
                     service_id: r.service_id.clone(),
                     upstream,
                     timeout: r.timeout,
+                    typed: tables.plugins.parse(&plugins),
                     plugins,
                     consumers: Arc::clone(&consumers),
                 }),

@@ -1,20 +1,32 @@
-//! A plugin of your own: a hook registered under a name, enabled per route or service with
-//! `plugins: {add-header: {name: X-Team, value: payments}}`, reading its configuration from
-//! the route.
+//! A plugin of your own with a typed configuration: enabled per route or service with
+//! `plugins: {add-header: {name: X-Team, value: payments}}`. The block is deserialised into
+//! [`AddHeaderConfig`] when the configuration loads (a typo is a validation error with its
+//! path), and the hook gets the route's parsed configuration on every request.
 //!
 //! `cargo run -p weir --example plugin -- conf/weir.yaml`
 
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use serde::Deserialize;
 use weir::prelude::*;
-use weir::proxy::HookCtx;
+
+/// `plugins.add-header` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddHeaderConfig {
+    /// The response header to set.
+    pub name: String,
+    pub value: String,
+}
 
 /// Adds the configured header to every response of the routes that enable it.
 pub struct AddHeader;
 
 #[async_trait]
-impl Hook for AddHeader {
+impl Plugin for AddHeader {
+    type Config = AddHeaderConfig;
+
     fn name(&self) -> &str {
         "add-header"
     }
@@ -23,24 +35,16 @@ impl Hook for AddHeader {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut HookCtx,
+        config: &AddHeaderConfig,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
-        let Some(conf) = ctx.plugin_config("add-header") else {
-            return Ok(());
-        };
-        let (Some(name), Some(value)) = (
-            conf.get("name").and_then(|v| v.as_str()),
-            conf.get("value").and_then(|v| v.as_str()),
-        ) else {
-            return Ok(());
-        };
-        resp.insert_header(name.to_owned(), value.to_owned())
+        resp.insert_header(config.name.clone(), config.value.clone())
     }
 }
 
 /// `builder` with the `add-header` plugin registered.
 pub fn with_plugin(builder: WeirBuilder) -> WeirBuilder {
-    builder.plugin("add-header", AddHeader)
+    builder.plugin_typed(AddHeader)
 }
 
 fn main() {

@@ -16,6 +16,12 @@ use weir_store::file::FileSource;
 use weir_store::memory::MemorySource;
 use weir_store::{Backend, Sink, Validator};
 
+/// A typed plugin, waiting for the proxy it is added to.
+struct TypedPlugin {
+    ext: Extensions,
+    add: Box<dyn FnOnce(WeirProxy) -> WeirProxy + Send>,
+}
+
 /// Where the configuration comes from.
 enum Input {
     File(PathBuf),
@@ -38,6 +44,7 @@ enum Input {
 pub struct WeirBuilder {
     input: Option<Input>,
     plugins: Vec<(String, Arc<dyn Hook>)>,
+    typed: Vec<TypedPlugin>,
     hooks: Vec<Arc<dyn Hook>>,
     registries: Vec<(String, Arc<dyn Registry>)>,
 }
@@ -70,6 +77,20 @@ impl WeirBuilder {
         self
     }
 
+    /// Register a typed [`Plugin`](weir_proxy::Plugin): routes enable it with
+    /// `plugins: {<name>: {...}}`, each block is deserialised into the plugin's `Config` when
+    /// the configuration loads (an error names its path, e.g.
+    /// `routes[0] (id "r1").plugins.add-header.value: missing field`), and the plugin's hooks
+    /// get the route's parsed configuration.
+    pub fn plugin_typed<P: weir_proxy::Plugin>(mut self, plugin: P) -> Self {
+        let ext = plugin.extension();
+        self.typed.push(TypedPlugin {
+            ext,
+            add: Box::new(move |proxy: WeirProxy| proxy.with_typed_plugin(plugin)),
+        });
+        self
+    }
+
     /// Run `hook` on every routed request, after the plugins.
     pub fn hook(mut self, hook: impl Hook + 'static) -> Self {
         self.hooks.push(Arc::new(hook));
@@ -89,6 +110,7 @@ impl WeirBuilder {
             .plugins
             .iter()
             .fold(Extensions::new(), |e, (n, _)| e.plugin(n));
+        let ext = self.typed.iter().fold(ext, |e, t| e.merge(&t.ext));
         self.registries.iter().fold(ext, |e, (n, _)| e.discovery(n))
     }
 
@@ -139,6 +161,9 @@ impl WeirBuilder {
         let mut proxy = WeirProxy::new(Arc::clone(&handle));
         for (name, hook) in self.plugins {
             proxy = proxy.with_plugin(&name, hook);
+        }
+        for t in self.typed {
+            proxy = (t.add)(proxy);
         }
         for hook in self.hooks {
             proxy = proxy.with_hook(hook);

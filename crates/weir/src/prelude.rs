@@ -5,4 +5,4 @@ pub use pingora::server::configuration::Opt;
 pub use pingora::server::Server;
 pub use weir_config::Config;
 pub use weir_discovery::{Feed, Node as DiscoveredNode, Registry, ServiceRef};
-pub use weir_proxy::{Hook, HookCtx, RequestCtx, SnapshotHandle, WeirProxy};
+pub use weir_proxy::{Hook, HookCtx, Plugin, RequestCtx, SnapshotHandle, WeirProxy};

@@ -1,35 +1,81 @@
 //! `checks.active` and `checks.passive` with APISIX's defaults (docs/configuration.md).
 
 use crate::common::{ser_secs, valid_host_syntax, Method, METHODS};
+use crate::discovery::Env;
+use crate::error::show;
 use crate::path::Path;
 use crate::reader::{self, Bound, Cx, Obj};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckType {
-    Http,
-    Https,
-    Tcp,
-}
+/// `checks.active.type` (and `checks.passive.type`): the name of a health check. `http`,
+/// `https` and `tcp` are built in; an embedding program registers more by name
+/// ([`Extensions::check`](crate::Extensions::check) for validation, and the check itself in
+/// the health table). A custom type takes every `checks.active` option, validated as for the
+/// built-ins, and its check receives them all (see docs/health-checks.md).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct CheckType(Cow<'static, str>);
 
 impl CheckType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckType::Http => "http",
-            CheckType::Https => "https",
-            CheckType::Tcp => "tcp",
+    pub const HTTP: CheckType = CheckType(Cow::Borrowed("http"));
+    pub const HTTPS: CheckType = CheckType(Cow::Borrowed("https"));
+    pub const TCP: CheckType = CheckType(Cow::Borrowed("tcp"));
+    /// The built-in names, sorted.
+    pub const BUILTIN: [&'static str; 3] = ["http", "https", "tcp"];
+
+    /// The type named `name` (built in or registered; validation has checked which).
+    pub fn new(name: &str) -> Self {
+        match Self::BUILTIN.iter().find(|b| **b == name) {
+            Some(b) => CheckType(Cow::Borrowed(b)),
+            None => CheckType(Cow::Owned(name.to_owned())),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `http`, `https` or `tcp`.
+    pub fn is_builtin(&self) -> bool {
+        Self::BUILTIN.contains(&self.as_str())
+    }
+}
+
+impl std::fmt::Display for CheckType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Read `type` from `o` when present: one of `names` (sorted), else an error listing them all.
+fn check_type(o: &mut Obj<'_>, cx: &mut Cx, names: &[&str]) -> Option<CheckType> {
+    let (v, p) = o.take("type")?;
+    match v {
+        Value::String(s) if names.contains(&s.as_str()) => Some(CheckType::new(s)),
+        _ => {
+            cx.err(
+                &p,
+                format!("must be one of {}, got {}", names.join(", "), show(v)),
+            );
+            None
         }
     }
 }
 
-const CHECK_TYPES: &[(&str, CheckType)] = &[
-    ("http", CheckType::Http),
-    ("https", CheckType::Https),
-    ("tcp", CheckType::Tcp),
-];
+/// Every `checks.active.type` `env` accepts: the built-ins and the registered names, sorted.
+pub fn active_check_names(env: &Env) -> Vec<&str> {
+    let mut names: Vec<&str> = CheckType::BUILTIN
+        .iter()
+        .copied()
+        .chain(env.ext.check_names())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Checks {
@@ -40,6 +86,7 @@ pub struct Checks {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ActiveCheck {
+    /// `http` (default), `https`, `tcp`, or a registered name.
     #[serde(rename = "type")]
     pub kind: CheckType,
     #[serde(serialize_with = "ser_secs")]
@@ -78,6 +125,8 @@ pub struct ActiveUnhealthy {
 /// Passive thresholds. A threshold of 0 disables that kind of report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PassiveCheck {
+    /// `http` (default), `https` or `tcp`: passive reports come from proxied traffic, never
+    /// from a registered check, so only the built-in names are accepted.
     #[serde(rename = "type")]
     pub kind: CheckType,
     pub healthy: PassiveHealthy,
@@ -101,7 +150,7 @@ pub struct PassiveUnhealthy {
 impl Default for ActiveCheck {
     fn default() -> Self {
         ActiveCheck {
-            kind: CheckType::Http,
+            kind: CheckType::HTTP,
             timeout: Duration::from_secs(1),
             concurrency: 10,
             host: None,
@@ -131,7 +180,7 @@ impl Default for PassiveCheck {
     /// The passive defaults, which also govern reports between retries when `passive` is absent.
     fn default() -> Self {
         PassiveCheck {
-            kind: CheckType::Http,
+            kind: CheckType::HTTP,
             healthy: PassiveHealthy {
                 http_statuses: vec![
                     200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305,
@@ -169,11 +218,11 @@ fn interval(o: &mut Obj<'_>, cx: &mut Cx, into: &mut Duration) {
     }
 }
 
-pub fn parse_checks(v: &Value, p: &Path, cx: &mut Cx) -> Option<Checks> {
+pub fn parse_checks(v: &Value, p: &Path, cx: &mut Cx, env: &Env) -> Option<Checks> {
     let mut o = Obj::of(v, p, cx)?;
     let before = cx.errors.len();
     let active = match o.take("active") {
-        Some((v, ap)) => parse_active(v, &ap, cx),
+        Some((v, ap)) => parse_active(v, &ap, cx, env),
         None => {
             cx.err(
                 &p.field("active"),
@@ -195,10 +244,12 @@ pub fn parse_checks(v: &Value, p: &Path, cx: &mut Cx) -> Option<Checks> {
     })
 }
 
-fn parse_active(v: &Value, p: &Path, cx: &mut Cx) -> Option<ActiveCheck> {
+fn parse_active(v: &Value, p: &Path, cx: &mut Cx, env: &Env) -> Option<ActiveCheck> {
     let mut o = Obj::of(v, p, cx)?;
     let mut a = ActiveCheck::default();
-    if let Some(t) = o.enumeration(cx, "type", CHECK_TYPES) {
+    // Every other option is read (and validated) whatever the type: a registered check
+    // receives them all, as the built-ins do (tcp ignores the HTTP ones, as in APISIX).
+    if let Some(t) = check_type(&mut o, cx, &active_check_names(env)) {
         a.kind = t;
     }
     if let Some(t) = o.secs(cx, "timeout", Bound::Positive) {
@@ -263,7 +314,7 @@ fn parse_active(v: &Value, p: &Path, cx: &mut Cx) -> Option<ActiveCheck> {
 fn parse_passive(v: &Value, p: &Path, cx: &mut Cx) -> Option<PassiveCheck> {
     let mut o = Obj::of(v, p, cx)?;
     let mut c = PassiveCheck::default();
-    if let Some(t) = o.enumeration(cx, "type", CHECK_TYPES) {
+    if let Some(t) = check_type(&mut o, cx, &CheckType::BUILTIN) {
         c.kind = t;
     }
     if let Some(mut h) = o.obj(cx, "healthy") {
@@ -313,7 +364,8 @@ mod tests {
     #[test]
     fn defaults() {
         let mut cx = Cx::default();
-        let c = parse_checks(&json!({"active": {}}), &Path::root(), &mut cx).unwrap();
+        let env = Env::default();
+        let c = parse_checks(&json!({"active": {}}), &Path::root(), &mut cx, &env).unwrap();
         assert_eq!(c.active, ActiveCheck::default());
         assert_eq!(c.active.unhealthy.tcp_failures, 2);
         assert!(c.passive.is_none());
@@ -321,6 +373,7 @@ mod tests {
             &json!({"active": {}, "passive": {}}),
             &Path::root(),
             &mut cx,
+            &env,
         )
         .unwrap();
         assert_eq!(c.passive, Some(PassiveCheck::default()));
@@ -331,7 +384,7 @@ mod tests {
     fn passive_only_is_rejected() {
         let mut cx = Cx::default();
         let p = Path::root().field("checks");
-        assert!(parse_checks(&json!({"passive": {}}), &p, &mut cx).is_none());
+        assert!(parse_checks(&json!({"passive": {}}), &p, &mut cx, &Env::default()).is_none());
         assert_eq!(
             cx.errors[0].to_string(),
             "checks.active: required (passive checks need active checks to recover nodes)"
@@ -344,7 +397,7 @@ mod tests {
         let v = json!({"active": {"healthy": {"successes": 0, "http_statuses": [200, 200]},
                        "req_headers": ["X-Probe: 1", "bad"]},
                        "passive": {"unhealthy": {"timeouts": 0, "tcp_failures": 255}}});
-        parse_checks(&v, &Path::root().field("checks"), &mut cx);
+        parse_checks(&v, &Path::root().field("checks"), &mut cx, &Env::default());
         let msgs: Vec<String> = cx.errors.iter().map(|e| e.to_string()).collect();
         assert_eq!(
             msgs,
@@ -354,6 +407,99 @@ mod tests {
                 "checks.active.healthy.successes: must be 1..254, got 0",
                 "checks.passive.unhealthy.tcp_failures: must be 0..254, got 255",
             ]
+        );
+    }
+
+    fn env_with(names: &[&str]) -> Env {
+        Env {
+            ext: names
+                .iter()
+                .fold(crate::Extensions::new(), |e, n| e.check(n)),
+            ..Env::default()
+        }
+    }
+
+    fn active_type(v: Value, env: &Env) -> Result<ActiveCheck, Vec<String>> {
+        let mut cx = Cx::default();
+        let p = Path::root().field("checks");
+        match parse_checks(&json!({"active": v}), &p, &mut cx, env) {
+            Some(c) if cx.errors.is_empty() => Ok(c.active),
+            _ => Err(cx.errors.iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn registered_check_types_are_accepted_and_listed_when_a_name_is_unknown() {
+        let env = env_with(&["redis", "banner"]);
+        let a = active_type(json!({"type": "redis"}), &env).expect("registered");
+        assert_eq!(a.kind.as_str(), "redis");
+        assert!(!a.kind.is_builtin());
+        // Built-ins stay built in, and the default is still http.
+        let a = active_type(json!({"type": "https"}), &env).expect("built in");
+        assert_eq!(a.kind, CheckType::HTTPS);
+        assert_eq!(
+            active_type(json!({}), &env).expect("default").kind,
+            CheckType::HTTP
+        );
+        assert_eq!(
+            active_type(json!({"type": "grpc"}), &env).unwrap_err(),
+            ["checks.active.type: must be one of banner, http, https, redis, tcp, got \"grpc\""]
+        );
+        assert_eq!(
+            active_type(json!({"type": 7}), &Env::default()).unwrap_err(),
+            ["checks.active.type: must be one of http, https, tcp, got 7"]
+        );
+        // Registered names are not valid where no embedder registered them.
+        assert!(active_type(json!({"type": "redis"}), &Env::default()).is_err());
+    }
+
+    #[test]
+    fn a_custom_type_takes_and_validates_every_active_option() {
+        let env = env_with(&["redis"]);
+        let a = active_type(
+            json!({"type": "redis", "http_path": "/db/0", "req_headers": ["Auth: x"],
+                   "healthy": {"http_statuses": [200]}, "port": 6379}),
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(
+            (a.http_path.as_str(), a.port, a.healthy.http_statuses),
+            ("/db/0", Some(6379), vec![200])
+        );
+        assert_eq!(
+            active_type(json!({"type": "redis", "http_path": "db"}), &env).unwrap_err(),
+            ["checks.active.http_path: must start with \"/\", got \"db\""]
+        );
+    }
+
+    #[test]
+    fn passive_types_are_the_built_ins_only() {
+        let mut cx = Cx::default();
+        let v = json!({"active": {"type": "redis"}, "passive": {"type": "redis"}});
+        parse_checks(
+            &v,
+            &Path::root().field("checks"),
+            &mut cx,
+            &env_with(&["redis"]),
+        );
+        let msgs: Vec<String> = cx.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            msgs,
+            ["checks.passive.type: must be one of http, https, tcp, got \"redis\""]
+        );
+    }
+
+    #[test]
+    fn the_type_serializes_as_its_name() {
+        let a = ActiveCheck {
+            kind: CheckType::new("redis"),
+            ..ActiveCheck::default()
+        };
+        let v = serde_json::to_value(&a).expect("json");
+        assert_eq!(v["type"], "redis");
+        assert_eq!(
+            serde_json::to_value(ActiveCheck::default()).expect("json")["type"],
+            "http"
         );
     }
 }

@@ -227,7 +227,7 @@ pub fn parse_upstream(
     let keepalive_pool = parse_keepalive(&mut o, cx);
     let checks = o
         .take("checks")
-        .and_then(|(v, cp)| checks::parse_checks(v, &cp, cx));
+        .and_then(|(v, cp)| checks::parse_checks(v, &cp, cx, env));
     let tls = UpstreamTls::parse(&mut o, cx);
     if tls.is_configured() && !scheme.is_tls() {
         cx.warn(
