@@ -145,8 +145,11 @@ pub const BUILTIN_ALGORITHMS: &[&str] = &["roundrobin", "chash", "least_conn", "
 
 /// An [`Algorithm`] with its parameters' type erased.
 trait Erased: Send + Sync {
-    fn build(&self, nodes: &[LevelNode<'_>], params: &Value)
-        -> Result<Box<dyn LevelSelector>, String>;
+    fn build(
+        &self,
+        nodes: &[LevelNode<'_>],
+        params: &Value,
+    ) -> Result<Box<dyn LevelSelector>, String>;
     fn latency_samples(&self) -> bool;
 }
 
@@ -344,18 +347,18 @@ mod tests {
         assert_eq!(r.names(), ["chash", "ewma", "least_conn", "roundrobin"]);
         let w = [2, 1];
         let (states, ids) = level(&w);
-        let nodes = nodes(&w, &states, &ids);
+        let level_nodes = nodes(&w, &states, &ids);
         let rr = r.get("roundrobin").unwrap();
-        let sel = rr.build(&nodes, &json!({})).unwrap();
+        let sel = rr.build(&level_nodes, &json!({})).unwrap();
         let picks: Vec<_> = (0..3).map(|_| sel.select(b"", Eligible::All)).collect();
         assert_eq!(picks, [Some(0), Some(1), Some(0)]);
-        assert!(rr.build(&nodes, &json!({"x": 1})).is_err());
+        assert!(rr.build(&level_nodes, &json!({"x": 1})).is_err());
         assert!(r.get("ewma").unwrap().latency_samples());
         assert!(!r.get("least_conn").unwrap().latency_samples());
         // chash: the same ring as ConsistentHash::new, weight-0 nodes never pickable.
         let w0 = [1, 0];
         let (states, ids) = level(&w0);
-        let zero = super::nodes(&w0, &states, &ids);
+        let zero = nodes(&w0, &states, &ids);
         let ch = r.get("chash").unwrap();
         let sel = ch
             .build(&zero, &json!({"hash_balance_factor": 2.0}))
@@ -376,7 +379,9 @@ mod tests {
         let sel = first.build(&nodes, &json!({"index": 2})).unwrap();
         assert_eq!(sel.select(b"", Eligible::All), Some(2));
         assert_eq!(sel.select(b"", Eligible::Only(&|i| i != 2)), None);
-        let err = first.build(&nodes, &json!({})).unwrap_err();
+        let Err(err) = first.build(&nodes, &json!({})) else {
+            panic!("built without its parameter");
+        };
         assert!(err.contains("missing field `index`"), "{err}");
         assert!(!first.latency_samples());
         r.register("fixed", Fixed);

@@ -16,6 +16,10 @@
 //! algorithm keeps smooth WRR exact: ineligible nodes keep their state frozen. ([`Selection`]
 //! gets the same result for a refused smooth-WRR pick by undoing it, [`FromBackends::refused`].)
 //!
+//! Weir's proxy builds each priority level's selector through an [`Algorithm`] found by the
+//! upstream's `type` in an [`AlgorithmRegistry`]: the four built-ins ([`builtin`]) are
+//! registered in every registry, and an embedder registers its own next to them.
+//!
 //! Per-node state that must outlive configuration reloads (in-flight counts, later health and
 //! latency estimates) lives in a [`StateTable`] keyed by upstream and node identity.
 //!

@@ -278,7 +278,7 @@ pub fn parse_document_ext(doc: &Value, ext: &Extensions) -> Result<Loaded, Confi
     }
     let env = Env {
         discovery: config.discovery.clone(),
-        ext: ext.clone(),
+        ext: crate::plugins::builtin_extensions().merge(ext),
     };
     if let Some((v, p)) = o.take("server") {
         config.server = parse_server(v, &p, &mut cx);

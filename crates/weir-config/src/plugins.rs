@@ -2,13 +2,17 @@
 //! unknown name is an error, so a typo never silently disables authentication.
 
 use crate::cert::Secret;
+use crate::extensions::{Extensions, Typed};
 use crate::path::Path;
 use crate::reader::{self, Cx, Obj};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
-/// `key-auth` on a route or service (docs/configuration.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `key-auth` on a route or service (docs/configuration.md): the configuration type of the
+/// built-in key-auth plugin, registered like any plugin's (see [`builtin_extensions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct KeyAuth {
     pub header: String,
     pub query: String,
@@ -25,52 +29,39 @@ impl Default for KeyAuth {
     }
 }
 
-/// Plugins enabled on a route or service.
+/// Plugins enabled on a route or service: name → configuration as written (each validated
+/// by its plugin's schema when the configuration loaded).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Plugins {
-    #[serde(rename = "key-auth", skip_serializing_if = "Option::is_none")]
-    pub key_auth: Option<KeyAuth>,
-    /// Plugins registered by an embedder (see [`Env::plugins`](crate::Env)), with their
-    /// configuration as written.
     #[serde(flatten)]
     pub other: std::collections::BTreeMap<String, Value>,
 }
 
 impl Plugins {
     pub fn is_empty(&self) -> bool {
-        self.key_auth.is_none() && self.other.is_empty()
+        self.other.is_empty()
     }
 
     /// Whether the plugin `name` is enabled.
     pub fn enabled(&self, name: &str) -> bool {
-        match name {
-            "key-auth" => self.key_auth.is_some(),
-            _ => self.other.contains_key(name),
-        }
+        self.other.contains_key(name)
     }
 
     /// Merge a service's plugins under a route's: for the same name, the route's config wins.
     pub fn merged_over(&self, service: &Plugins) -> Plugins {
         let mut other = service.other.clone();
         other.extend(self.other.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Plugins {
-            key_auth: self.key_auth.clone().or_else(|| service.key_auth.clone()),
-            other,
-        }
+        Plugins { other }
     }
 }
 
-/// The plugin names Weir knows; listed in errors.
-pub const KNOWN_PLUGINS: &[&str] = &["key-auth"];
+/// The plugins Weir itself registers, the same way an embedder registers theirs: `key-auth`.
+pub fn builtin_extensions() -> Extensions {
+    Extensions::new().plugin_with("key-auth", Arc::new(Typed::<KeyAuth>::new()))
+}
 
 fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str, env: &crate::Env) {
-    let mut known: Vec<&str> = KNOWN_PLUGINS
-        .iter()
-        .copied()
-        .chain(env.ext.plugin_names())
-        .collect();
-    known.sort_unstable();
-    known.dedup();
+    let known: Vec<&str> = env.ext.plugin_names().collect();
     cx.err(
         p,
         format!("unknown plugin {name:?} (known: {})", known.join(", ")),
@@ -83,42 +74,24 @@ pub fn parse_plugins(v: &Value, p: &Path, cx: &mut Cx, env: &crate::Env) -> Plug
         return out;
     };
     for (name, pv, pp) in o.entries() {
-        match name {
-            "key-auth" => {
-                let Some(mut ko) = Obj::of(pv, &pp, cx) else {
-                    continue;
-                };
-                let mut k = KeyAuth::default();
-                if let Some(s) = ko.str(cx, "header") {
-                    k.header = s.to_owned();
-                }
-                if let Some(s) = ko.str(cx, "query") {
-                    k.query = s.to_owned();
-                }
-                k.hide_credentials = ko.bool(cx, "hide_credentials", false);
-                ko.finish(cx);
-                out.key_auth = Some(k);
-            }
-            _ => match env.ext.plugin_schema(name) {
-                Some(schema) => {
-                    if !pv.is_object() {
-                        cx.err(
-                            &pp,
-                            format!("must be an object, got {}", crate::error::show(pv)),
-                        );
-                        continue;
-                    }
-                    // A typed plugin's configuration is validated now, once, with paths.
-                    let errors = schema.map(|s| s.check(pv)).unwrap_or_default();
-                    if errors.is_empty() {
-                        out.other.insert(name.to_owned(), pv.clone());
-                    }
-                    for (rel, reason) in errors {
-                        cx.err(&pp.join(&rel), reason);
-                    }
-                }
-                None => unknown_plugin(cx, &pp, name, env),
-            },
+        let Some(schema) = env.ext.plugin_schema(name) else {
+            unknown_plugin(cx, &pp, name, env);
+            continue;
+        };
+        if !pv.is_object() {
+            cx.err(
+                &pp,
+                format!("must be an object, got {}", crate::error::show(pv)),
+            );
+            continue;
+        }
+        // The plugin's configuration is validated now, once, with paths.
+        let errors = schema.map(|s| s.check(pv)).unwrap_or_default();
+        if errors.is_empty() {
+            out.other.insert(name.to_owned(), pv.clone());
+        }
+        for (rel, reason) in errors {
+            cx.err(&pp.join(&rel), reason);
         }
     }
     out

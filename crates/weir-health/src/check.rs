@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 /// intervals come from the configuration, not from the check (Pingora's `health_threshold`).
 ///
 /// ```
-/// use weir_health::{Check, ProbeSpec, Report, Target};
+/// use weir_health::{Check, ProbeSpec, ProbeStream, Report, Target};
 ///
 /// /// Up when the port accepts a connection and the peer speaks first with `220`.
 /// struct Banner;
@@ -27,20 +27,16 @@ use std::sync::{Arc, RwLock};
 /// #[async_trait::async_trait]
 /// impl Check for Banner {
 ///     async fn check(&self, target: &Target, spec: &ProbeSpec) -> Option<Report> {
-///         use tokio::io::AsyncReadExt;
-///         let conn = tokio::net::TcpStream::connect(target.addr());
-///         let mut stream = match tokio::time::timeout(spec.timeout, conn).await {
-///             Ok(Ok(s)) => s,
-///             Ok(Err(e)) => return Some(weir_health::io_report(&e)),
-///             Err(_) => return Some(Report::Timeout),
+///         let banner = async {
+///             let mut conn = ProbeStream::connect(target, spec).await?;
+///             conn.read_up_to(3).await
 ///         };
-///         let mut banner = [0u8; 3];
-///         match tokio::time::timeout(spec.timeout, stream.read_exact(&mut banner)).await {
-///             Ok(Ok(_)) if &banner == b"220" => Some(Report::Success),
-///             Ok(Ok(_)) => Some(Report::HttpFailure),
-///             Ok(Err(e)) => Some(weir_health::io_report(&e)),
-///             Err(_) => Some(Report::Timeout),
-///         }
+///         Some(match banner.await {
+///             Ok(b) if b == b"220" => Report::Success,
+///             Ok(b) if b.is_empty() => Report::TcpFailure, // closed without a word
+///             Ok(_) => Report::HttpFailure,                // answered, wrongly
+///             Err(report) => report,                       // refused, reset, timed out
+///         })
 ///     }
 /// }
 /// ```
@@ -128,8 +124,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::time::Duration;
 
-    /// Fails with `failure` while `failing` is set, succeeds otherwise; panics on the calls
-    /// listed in `panic_on`; never answers while `hang` is set.
+    /// An http failure while `failing` is set, a success otherwise; never answers while `hang`
+    /// is set; panics at its first call with `panic_on_first`.
     #[derive(Default)]
     struct Scripted {
         failing: AtomicBool,

@@ -25,7 +25,9 @@ pub mod tls;
 
 pub use check::{Check, BACKSTOP};
 pub use checker::Checker;
-pub use probe::{io_report, transport_report, HttpCheck, Outcome, ProbeSpec, TcpCheck};
+pub use probe::{
+    io_report, transport_report, HttpCheck, Outcome, ProbeSpec, ProbeStream, TcpCheck,
+};
 pub use service::HealthService;
 pub use state::{Counters, Health, HealthStatus, Report, Thresholds};
 pub use status::{StatusClasses, StatusSet};

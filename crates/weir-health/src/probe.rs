@@ -79,6 +79,70 @@ pub fn io_report(e: &std::io::Error) -> Report {
     }
 }
 
+/// A TCP connection for a [`Check`] of your own: every step within the probe's `timeout`,
+/// every error already classified as the built-ins classify it (refused, reset, closed:
+/// [`Report::TcpFailure`]; out of time: [`Report::Timeout`]), so a check is a chain of `?`.
+#[derive(Debug)]
+pub struct ProbeStream {
+    stream: tokio::net::TcpStream,
+    timeout: Duration,
+}
+
+impl ProbeStream {
+    /// Connect to [`Target::addr`] within `spec.timeout`.
+    pub async fn connect(target: &Target, spec: &ProbeSpec) -> Result<Self, Report> {
+        let connect = tokio::net::TcpStream::connect(target.addr());
+        match tokio::time::timeout(spec.timeout, connect).await {
+            Ok(Ok(stream)) => Ok(ProbeStream {
+                stream,
+                timeout: spec.timeout,
+            }),
+            Ok(Err(e)) => Err(io_report(&e)),
+            Err(_) => Err(Report::Timeout),
+        }
+    }
+
+    /// Write all of `data` within `timeout`.
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), Report> {
+        use tokio::io::AsyncWriteExt;
+        match tokio::time::timeout(self.timeout, self.stream.write_all(data)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_report(&e)),
+            Err(_) => Err(Report::Timeout),
+        }
+    }
+
+    /// Read until `n` bytes have arrived or the peer closed the connection, all within
+    /// `timeout`: what arrived, shorter than `n` (empty, even) when the peer closed first.
+    pub async fn read_up_to(&mut self, n: usize) -> Result<Vec<u8>, Report> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0; n];
+        let mut got = 0;
+        let read = async {
+            while got < n {
+                match self.stream.read(&mut buf[got..]).await? {
+                    0 => break,
+                    k => got += k,
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(())) => {
+                buf.truncate(got);
+                Ok(buf)
+            }
+            Ok(Err(e)) => Err(io_report(&e)),
+            Err(_) => Err(Report::Timeout),
+        }
+    }
+
+    /// The connection itself, for what the methods above do not cover.
+    pub fn into_inner(self) -> tokio::net::TcpStream {
+        self.stream
+    }
+}
+
 /// The built-in `tcp` check: a connect that succeeds within `timeout` is a success.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TcpCheck;
@@ -86,11 +150,9 @@ pub struct TcpCheck;
 #[async_trait]
 impl Check for TcpCheck {
     async fn check(&self, target: &Target, spec: &ProbeSpec) -> Outcome {
-        let connect = tokio::net::TcpStream::connect(target.addr());
-        Some(match tokio::time::timeout(spec.timeout, connect).await {
-            Ok(Ok(_)) => Report::Success,
-            Ok(Err(e)) => io_report(&e),
-            Err(_) => Report::Timeout,
+        Some(match ProbeStream::connect(target, spec).await {
+            Ok(_) => Report::Success,
+            Err(r) => r,
         })
     }
 }
@@ -202,4 +264,81 @@ async fn probe_http(
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response header"))?;
     // Only the status line matters; the connection is dropped (closed), never pooled.
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Thresholds;
+    use crate::target::{TargetId, TargetSpec};
+    use std::sync::atomic::AtomicI64;
+
+    fn target(addr: std::net::SocketAddr) -> Target {
+        let spec = TargetSpec {
+            id: TargetId {
+                ip: addr.ip(),
+                port: addr.port(),
+                hostname: addr.ip().to_string(),
+            },
+            host: addr.ip().to_string(),
+        };
+        Target::new(spec, Arc::from("upstreams/u"), Arc::new(AtomicI64::new(0)))
+    }
+
+    fn spec() -> ProbeSpec {
+        ProbeSpec {
+            kind: Arc::from("banner"),
+            timeout: Duration::from_secs(5),
+            concurrency: 1,
+            method: http::Method::GET,
+            path: "/".into(),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            verify_certificate: true,
+            ca: None,
+            client_cert_key: None,
+            healthy_interval: Duration::from_secs(1),
+            unhealthy_interval: Duration::from_secs(1),
+            statuses: StatusClasses::default(),
+            thresholds: Thresholds {
+                successes: 1,
+                http_failures: 1,
+                tcp_failures: 1,
+                timeouts: 1,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_stream_exchanges_bytes_and_classifies_its_errors() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let t = target(listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut ping = [0u8; 6];
+            s.read_exact(&mut ping).await.expect("ping");
+            assert_eq!(&ping, b"PING\r\n");
+            s.write_all(b"+PONG\r\n").await.expect("pong");
+            // Closing early: a read asking for more gets what arrived.
+        });
+        let mut conn = ProbeStream::connect(&t, &spec()).await.expect("connect");
+        conn.write_all(b"PING\r\n").await.expect("write");
+        assert_eq!(conn.read_up_to(5).await.expect("read"), b"+PONG");
+        server.await.expect("server");
+        assert_eq!(conn.read_up_to(100).await.expect("read"), b"\r\n");
+
+        // A bound socket that never listens refuses: a tcp failure, for TcpCheck too.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let refused = target(socket.local_addr().expect("addr"));
+        let err = ProbeStream::connect(&refused, &spec()).await.unwrap_err();
+        assert_eq!(err, Report::TcpFailure);
+        assert_eq!(
+            TcpCheck.check(&refused, &spec()).await,
+            Some(Report::TcpFailure)
+        );
+    }
 }

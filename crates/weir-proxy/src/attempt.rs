@@ -1,5 +1,6 @@
 //! One attempt of a request on one node, and the one place its outcome is fed back: the EWMA
-//! latency sample (docs/algorithms.md), the passive health report (docs/health-checks.md) and
+//! latency sample (docs/algorithms.md; given when the upstream's algorithm asks for samples:
+//! `ewma`, or a registered algorithm whose `latency_samples` is true), the passive health report (docs/health-checks.md) and
 //! the release of its in-flight counts.
 //!
 //! An [`Attempt`] is created when `upstream_peer` picks a node and holds the node's in-flight
@@ -32,7 +33,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_balance::InFlight;
-use weir_config::LbType;
 use weir_health::{Report, Source};
 
 /// How an attempt ended, for its feedback.
@@ -166,7 +166,7 @@ impl Attempt {
             End::Relayed(_) => (Some(Duration::ZERO), None),
             End::Stale | End::Abandoned => (None, None),
         };
-        if let (Some(floor), LbType::Ewma) = (sample, self.up.conf.lb) {
+        if let (Some(floor), true) = (sample, self.up.latency_samples) {
             self.in_flight
                 .node()
                 .observe(self.start.elapsed().max(floor));

@@ -1,19 +1,22 @@
-//! The `key-auth` plugin (docs/configuration.md), a [`Hook`]: the key is read from a header, then
-//! a query argument; a known key makes its consumer the request's consumer.
+//! The `key-auth` plugin (docs/configuration.md), a typed [`Plugin`] registered like any other:
+//! the key is read from a header, then a query argument; a known key makes its consumer the
+//! request's consumer.
 
 use crate::ctx::HookCtx;
-use crate::hook::Hook;
+use crate::plugin::Plugin;
 use crate::respond::respond_json_with;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::collections::HashMap;
 use std::sync::Arc;
+use weir_config::KeyAuth;
 
 /// Consumers by key-auth key.
 pub type ConsumerIndex = HashMap<String, Arc<str>>;
 
-pub struct KeyAuthHook;
+/// The built-in `key-auth` plugin.
+pub struct KeyAuthPlugin;
 
 const CHALLENGE: (&str, &str) = ("WWW-Authenticate", "apikey realm=\"key\"");
 
@@ -28,18 +31,22 @@ fn query_arg<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[async_trait]
-impl Hook for KeyAuthHook {
+impl Plugin for KeyAuthPlugin {
+    type Config = KeyAuth;
+
     fn name(&self) -> &str {
         "key-auth"
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut HookCtx) -> Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        cfg: &KeyAuth,
+        ctx: &mut HookCtx,
+    ) -> Result<bool> {
         // The consumer index is the route's (crate-internal); the consumer is set through the
         // view like any authentication hook would.
         let Some(route) = ctx.route().cloned() else {
-            return Ok(false);
-        };
-        let Some(cfg) = &route.plugins.key_auth else {
             return Ok(false);
         };
         let req = session.req_header();
@@ -83,11 +90,9 @@ impl Hook for KeyAuthHook {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut HookCtx,
+        cfg: &KeyAuth,
+        _ctx: &mut HookCtx,
     ) -> Result<()> {
-        let Some(cfg) = ctx.plugins().and_then(|p| p.key_auth.as_ref()) else {
-            return Ok(());
-        };
         if !cfg.hide_credentials {
             return Ok(());
         }

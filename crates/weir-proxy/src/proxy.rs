@@ -9,7 +9,7 @@ use crate::failure::{exchange_outcome, is_idempotent, is_timeout};
 use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
-use crate::key_auth::KeyAuthHook;
+use crate::key_auth::KeyAuthPlugin;
 use crate::plugin::{Plugin, PluginHook};
 use crate::respond::respond_json;
 use crate::retry::{self, Attempted, Decision, Outcome};
@@ -44,9 +44,11 @@ impl WeirProxy {
     pub fn new(handle: Arc<SnapshotHandle>) -> Self {
         WeirProxy {
             handle,
+            // The built-in plugins, first; their configuration types are registered in every
+            // handle's parsers from the start.
             hooks: vec![Registered {
                 plugin: Some("key-auth".into()),
-                hook: Arc::new(KeyAuthHook),
+                hook: Arc::new(PluginHook(KeyAuthPlugin)),
             }],
             tracker: Tracker::default(),
         }

@@ -18,10 +18,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use weir_balance::{
-    ring_id, ConsistentHash, LeastConn, LevelSelector, NodeState, PeakEwma, SmoothWeighted,
-    StateTable,
+    ring_id, AlgorithmRegistry, LevelNode, LevelSelector, NodeState, Registered, StateTable,
+    Unregistered,
 };
-use weir_config::{Id, LbType, Plugins, Resources, Scheme, Timeout, Upstream};
+use weir_config::{Id, Plugins, Resources, Scheme, Timeout, Upstream};
 use weir_discovery::DiscoveryRegistry;
 use weir_health::tls::IpVerifier;
 use weir_health::HealthTable;
@@ -39,9 +39,24 @@ pub struct Tables {
     pub health: Arc<HealthTable>,
     /// How typed plugins' configurations are parsed into each route's runtime.
     pub plugins: crate::plugin::PluginParsers,
+    /// The selection algorithms upstreams name with `type`: the built-ins, and what
+    /// [`register_algorithm`](Self::register_algorithm) added.
+    pub algorithms: AlgorithmRegistry,
 }
 
 impl Tables {
+    /// Register `algorithm` as the upstream `type` `name` (replacing an earlier registration
+    /// of the name; levels built by it are rebuilt at the next compilation). Validation must
+    /// accept the name too (`weir_config::Extensions::algorithm`); then
+    /// [`SnapshotHandle::refresh`](crate::SnapshotHandle::refresh) to compile with it.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in's (`roundrobin`, `chash`, `least_conn`, `ewma`).
+    pub fn register_algorithm<A: weir_balance::Algorithm>(&self, name: &str, algorithm: A) {
+        self.algorithms.register(name, algorithm);
+    }
+
     fn prune(&self) {
         self.nodes.prune();
         self.levels.prune();
@@ -296,7 +311,16 @@ fn compile_upstream(
         }
         UpstreamHealth::new(checker, checks.passive.as_ref())
     });
-    // Attach each level's balancer: kept while its nodes, weights and algorithm are unchanged.
+    // Attach each level's balancer: kept while its nodes, weights, algorithm (registration)
+    // and parameters are unchanged. The registry is read here, never per pick.
+    let algorithm = tables.algorithms.get(conf.lb.as_str());
+    if algorithm.is_none() {
+        log::error!(
+            "{key}: algorithm {:?} is not registered; its nodes are never picked",
+            conf.lb.as_str()
+        );
+    }
+    let params = conf.algorithm_params();
     let levels: Vec<Level> = ranges
         .into_iter()
         .map(|(priority, start, end)| {
@@ -306,14 +330,15 @@ fn compile_upstream(
                     .iter()
                     .map(|n| (n.identity.clone(), n.port, n.weight))
                     .collect(),
-                lb: conf.lb,
-                hash_balance_factor: conf.hash_balance_factor,
+                lb: conf.lb.clone(),
+                algorithm: algorithm.as_ref().map_or(0, Registered::id),
+                params: params.clone(),
             };
             let state = tables.levels.get_or_insert(
                 (key.clone(), priority),
                 |old| old.spec == spec,
                 || LevelState {
-                    selector: build_selector(conf, members),
+                    selector: build_selector(&key, algorithm.as_ref(), &params, members),
                     spec: spec.clone(),
                 },
             );
@@ -332,6 +357,7 @@ fn compile_upstream(
         levels,
         pool,
         health,
+        latency_samples: algorithm.is_some_and(|a| a.latency_samples()),
     }
 }
 
@@ -377,42 +403,119 @@ fn node_peer(
     peer
 }
 
-/// The balancer of one level for the upstream's `type`.
-fn build_selector(conf: &Upstream, members: &[NodeRuntime]) -> Box<dyn LevelSelector> {
-    let weighted = || -> Vec<(u64, Arc<NodeState>)> {
-        members
-            .iter()
-            .map(|n| (n.weight as u64, Arc::clone(&n.state)))
-            .collect()
+/// The balancer of one level, built by the upstream's algorithm.
+fn build_selector(
+    key: &str,
+    algorithm: Option<&Registered>,
+    params: &serde_json::Value,
+    members: &[NodeRuntime],
+) -> Box<dyn LevelSelector> {
+    let Some(algorithm) = algorithm else {
+        return Box::new(Unregistered);
     };
-    match conf.lb {
-        LbType::RoundRobin => {
-            let w: Vec<u64> = members.iter().map(|n| n.weight as u64).collect();
-            Box::new(SmoothWeighted::new(&w))
+    // IP nodes hash as written (IPv6 in brackets); name nodes by resolved address.
+    let ids: Vec<Vec<u8>> = members
+        .iter()
+        .map(|n| {
+            let addr = if n.host_is_ip {
+                n.host.clone()
+            } else {
+                match n.addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                }
+            };
+            ring_id(&addr, n.port)
+        })
+        .collect();
+    let level: Vec<LevelNode<'_>> = members
+        .iter()
+        .zip(&ids)
+        .map(|(n, id)| LevelNode {
+            weight: n.weight as u64,
+            state: &n.state,
+            addr: n.addr,
+            id,
+        })
+        .collect();
+    algorithm.build(&level, params).unwrap_or_else(|e| {
+        // Validation checked the parameters with the algorithm's schema; a schema that
+        // disagrees with its `Params` lands here.
+        log::error!("{key}: parameters refused by its algorithm: {e}");
+        Box::new(Unregistered)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use weir_balance::{Algorithm, Eligible};
+    use weir_config::Extensions;
+
+    /// The eligible node at `index`, else the first eligible one.
+    struct Prefer;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PreferParams {
+        index: usize,
+    }
+
+    struct PreferSelector(usize, usize);
+
+    impl LevelSelector for PreferSelector {
+        fn select(&self, _key: &[u8], eligible: Eligible<'_>) -> Option<usize> {
+            std::iter::once(self.0)
+                .chain(0..self.1)
+                .find(|&i| eligible.test(i))
         }
-        LbType::LeastConn => Box::new(LeastConn::new(&weighted())),
-        LbType::Ewma => Box::new(PeakEwma::new(&weighted())),
-        LbType::Chash => {
-            // IP nodes hash as written (IPv6 in brackets); name nodes by resolved address.
-            let ring: Vec<(Vec<u8>, u64, Arc<NodeState>)> = members
-                .iter()
-                .map(|n| {
-                    let addr = if n.host_is_ip {
-                        n.host.clone()
-                    } else {
-                        match n.addr.ip() {
-                            std::net::IpAddr::V4(ip) => ip.to_string(),
-                            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                        }
-                    };
-                    (
-                        ring_id(&addr, n.port),
-                        n.weight as u64,
-                        Arc::clone(&n.state),
-                    )
-                })
-                .collect();
-            Box::new(ConsistentHash::new(&ring, conf.hash_balance_factor))
+    }
+
+    impl Algorithm for Prefer {
+        type Params = PreferParams;
+        fn build(&self, nodes: &[LevelNode<'_>], p: &PreferParams) -> Box<dyn LevelSelector> {
+            Box::new(PreferSelector(p.index, nodes.len()))
         }
+        fn latency_samples(&self) -> bool {
+            true
+        }
+    }
+
+    fn resources(index: usize) -> Resources {
+        let ext = Extensions::new().algorithm("prefer", None);
+        let yaml = format!(
+            "upstreams:\n  - id: u1\n    type: prefer\n    prefer: {{index: {index}}}\n    \
+             nodes: {{\"127.0.0.1:1\": 1, \"127.0.0.1:2\": 1, \"127.0.0.1:3\": 1}}\n  \
+             - id: u2\n    type: ewma\n    nodes: {{\"127.0.0.1:1\": 1, \"127.0.0.1:2\": 1}}\n"
+        );
+        weir_config::parse_yaml_ext(&yaml, &ext)
+            .expect("valid")
+            .config
+            .resources
+    }
+
+    fn picks(snap: &Snapshot) -> Vec<Option<usize>> {
+        let up = &snap.upstreams["upstreams/u1"];
+        let mut walk = crate::upstream::Walk::default();
+        (0..4).map(|_| up.pick(b"", &mut walk)).collect()
+    }
+
+    #[test]
+    fn registered_algorithms_build_the_levels_of_their_upstreams() {
+        let tables = Tables::default();
+        // Not registered yet (validation accepted the name): nothing is picked.
+        let snap = Snapshot::compile(&resources(1), &tables);
+        assert_eq!(picks(&snap), [None; 4]);
+        assert!(!snap.upstreams["upstreams/u1"].has_candidate(&Default::default()));
+        assert!(snap.upstreams["upstreams/u2"].latency_samples);
+
+        // Registered: the same configuration recompiles with it, parameters included.
+        tables.register_algorithm("prefer", Prefer);
+        let snap = Snapshot::compile(&resources(1), &tables);
+        assert_eq!(picks(&snap), [Some(1), Some(0), Some(2), None]);
+        assert!(snap.upstreams["upstreams/u1"].latency_samples);
+        let snap = Snapshot::compile(&resources(2), &tables);
+        assert_eq!(picks(&snap)[0], Some(2));
     }
 }

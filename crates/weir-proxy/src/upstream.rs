@@ -52,7 +52,10 @@ pub struct LevelSpec {
     /// `(host, port, weight)` of each node, in order.
     pub nodes: Vec<(String, u16, u32)>,
     pub lb: LbType,
-    pub hash_balance_factor: Option<f64>,
+    /// The registration that built the selector ([`weir_balance::Registered::id`]; 0: none).
+    pub algorithm: u64,
+    /// The algorithm's parameters ([`Upstream::algorithm_params`]).
+    pub params: serde_json::Value,
 }
 
 /// The balancer of one priority level.
@@ -90,6 +93,9 @@ pub struct UpstreamRuntime {
     pub pool: Arc<PoolState>,
     /// Checker and passive thresholds (`checks` only).
     pub health: Option<UpstreamHealth>,
+    /// Whether attempts feed the nodes' latency estimates: the algorithm asks for them
+    /// ([`weir_balance::Algorithm::latency_samples`]; the built-in `ewma`).
+    pub latency_samples: bool,
 }
 
 impl NodeRuntime {
@@ -174,11 +180,11 @@ impl UpstreamRuntime {
             })
     }
 
-    /// Whether the level's selector can ever return node `i`: a `chash` ring has no point for
-    /// a weight-0 node.
+    /// Whether the level's selector can ever return node `i` (a `chash` ring has no point for
+    /// a weight-0 node).
     #[inline]
     fn pickable(&self, level: &Level, i: usize) -> bool {
-        level.state.spec.lb != LbType::Chash || self.nodes[i].weight > 0
+        level.state.selector.can_pick(i - level.start)
     }
 
     /// `Host` to send for this node, or `None` to pass the client's.

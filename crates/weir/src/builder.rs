@@ -22,6 +22,13 @@ struct TypedPlugin {
     add: Box<dyn FnOnce(WeirProxy) -> WeirProxy + Send>,
 }
 
+/// A selection algorithm, waiting for the handle's tables.
+struct CustomAlgorithm {
+    name: String,
+    schema: Arc<dyn weir_config::Schema>,
+    register: Box<dyn FnOnce(&weir_proxy::Tables) + Send>,
+}
+
 /// Where the configuration comes from.
 enum Input {
     File(PathBuf),
@@ -47,6 +54,8 @@ pub struct WeirBuilder {
     typed: Vec<TypedPlugin>,
     hooks: Vec<Arc<dyn Hook>>,
     registries: Vec<(String, Arc<dyn Registry>)>,
+    checks: Vec<(String, Arc<dyn weir_health::Check>)>,
+    algorithms: Vec<CustomAlgorithm>,
 }
 
 impl WeirBuilder {
@@ -104,6 +113,42 @@ impl WeirBuilder {
         self
     }
 
+    /// Register `check` as the health check `name`: upstreams use it with
+    /// `checks: {active: {type: <name>}}` next to the built-in `http`, `https` and `tcp`
+    /// (docs/health-checks.md, "Custom health checks"). Every `checks.active` option is
+    /// validated as for the built-ins and handed to the check; thresholds and intervals work
+    /// as for any type.
+    pub fn health_check(mut self, name: &str, check: impl weir_health::Check) -> Self {
+        self.checks.push((name.to_owned(), Arc::new(check)));
+        self
+    }
+
+    /// Register `algorithm` as the selection algorithm `name`: upstreams use it with
+    /// `type: <name>`, its parameters in the upstream's `<name>` block (`{}` when absent),
+    /// checked against [`Algorithm::Params`](weir_balance::Algorithm::Params) when the
+    /// configuration loads (an error names its path, e.g.
+    /// `upstreams[0] (id "u1").first-healthy.skip: invalid type: ...`). Each priority level
+    /// gets its own selector from [`Algorithm::build`](weir_balance::Algorithm::build)
+    /// (docs/algorithms.md, "Custom algorithms").
+    ///
+    /// # Panics
+    ///
+    /// If `name` is a built-in algorithm's (`roundrobin`, `chash`, `least_conn`, `ewma`) or a
+    /// member of the upstream object (`nodes`, `retries`, ...).
+    pub fn algorithm<A: weir_balance::Algorithm>(mut self, name: &str, algorithm: A) -> Self {
+        assert!(
+            !weir_config::upstream::reserved_algorithm_name(name),
+            "{name:?} cannot name an algorithm: it is a built-in's or an upstream member"
+        );
+        let owned = name.to_owned();
+        self.algorithms.push(CustomAlgorithm {
+            name: owned.clone(),
+            schema: Arc::new(weir_config::Typed::<A::Params>::new()),
+            register: Box::new(move |tables| tables.register_algorithm(&owned, algorithm)),
+        });
+        self
+    }
+
     /// What validation accepts next to the built-ins: every registered name.
     fn extensions(&self) -> Extensions {
         let ext = self
@@ -111,6 +156,10 @@ impl WeirBuilder {
             .iter()
             .fold(Extensions::new(), |e, (n, _)| e.plugin(n));
         let ext = self.typed.iter().fold(ext, |e, t| e.merge(&t.ext));
+        let ext = self.checks.iter().fold(ext, |e, (n, _)| e.check(n));
+        let ext = self.algorithms.iter().fold(ext, |e, a| {
+            e.algorithm(&a.name, Some(Arc::clone(&a.schema)))
+        });
         self.registries.iter().fold(ext, |e, (n, _)| e.discovery(n))
     }
 
@@ -158,6 +207,18 @@ impl WeirBuilder {
             config.resources.clone()
         };
         let handle = SnapshotHandle::with_discovery(&initial, Arc::new(registries));
+        // Checkers look their check up at each probe: registering after the first compile is
+        // in time (probes start with the health service).
+        for (name, check) in self.checks {
+            handle.tables().health.register_check(&name, check);
+        }
+        // Levels of a not yet registered algorithm pick nothing: recompile once registered.
+        if !self.algorithms.is_empty() {
+            for a in self.algorithms {
+                (a.register)(handle.tables());
+            }
+            handle.refresh();
+        }
         let mut proxy = WeirProxy::new(Arc::clone(&handle));
         for (name, hook) in self.plugins {
             proxy = proxy.with_plugin(&name, hook);

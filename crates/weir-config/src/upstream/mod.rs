@@ -20,15 +20,16 @@ pub use hash::{HashOn, Part, Template, Var};
 pub use nodes::Node;
 pub use tls::{ClientCert, UpstreamTls};
 
-/// Load-balancing algorithm (`type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Load-balancing algorithm (`type`): a built-in, or an algorithm the embedding program
+/// registered by name (docs/algorithms.md, "Custom algorithms").
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LbType {
-    #[serde(rename = "roundrobin")]
     RoundRobin,
     Chash,
     LeastConn,
     Ewma,
+    /// A registered algorithm; its parameters are [`Upstream::lb_params`].
+    Custom(String),
 }
 
 const LB_TYPES: &[(&str, LbType)] = &[
@@ -36,6 +37,73 @@ const LB_TYPES: &[(&str, LbType)] = &[
     ("chash", LbType::Chash),
     ("least_conn", LbType::LeastConn),
     ("ewma", LbType::Ewma),
+];
+
+impl LbType {
+    /// The name an upstream's `type` gives it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LbType::RoundRobin => "roundrobin",
+            LbType::Chash => "chash",
+            LbType::LeastConn => "least_conn",
+            LbType::Ewma => "ewma",
+            LbType::Custom(name) => name,
+        }
+    }
+
+    /// The built-in called `name`.
+    pub fn builtin(name: &str) -> Option<LbType> {
+        LB_TYPES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+    }
+}
+
+impl Serialize for LbType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Whether `name` cannot name a registered algorithm: a built-in's, or a member of the
+/// upstream object (the algorithm's parameter block is the member named like it).
+pub fn reserved_algorithm_name(name: &str) -> bool {
+    LbType::builtin(name).is_some() || UPSTREAM_MEMBERS.contains(&name)
+}
+
+/// Every member an upstream object may have.
+const UPSTREAM_MEMBERS: &[&str] = &[
+    "id",
+    "name",
+    "desc",
+    "labels",
+    "create_time",
+    "update_time",
+    "type",
+    "scheme",
+    "nodes",
+    "service_name",
+    "discovery_type",
+    "discovery_args",
+    "hash_on",
+    "key",
+    "hash_balance_factor",
+    "retries",
+    "retry_timeout",
+    "retry_on_status",
+    "timeout",
+    "pass_host",
+    "upstream_host",
+    "keepalive_pool",
+    "checks",
+    "tls",
+    "tls_verify",
+    "ca_certificates",
+    "client_certificate",
+    "client_cert_id",
+    "client_cert",
+    "client_key",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -128,6 +196,10 @@ pub struct Upstream {
     pub meta: Meta,
     #[serde(rename = "type")]
     pub lb: LbType,
+    /// A registered algorithm's parameters: its `<type>` block, `{}` when absent, already
+    /// checked by its schema. `None` for the built-ins (see [`Upstream::algorithm_params`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_params: Option<Value>,
     pub targets: Targets,
     pub scheme: Scheme,
     /// The chash key; `Some` exactly when `lb` is `Chash`.
@@ -147,6 +219,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The parameters given to the upstream's algorithm when its levels are built: a
+    /// registered algorithm's block (`{}` when absent); for `chash`
+    /// `{"hash_balance_factor": f}` (or `{}`); `{}` for the other built-ins.
+    pub fn algorithm_params(&self) -> Value {
+        match (&self.lb, &self.lb_params, self.hash_balance_factor) {
+            (LbType::Custom(_), Some(v), _) => v.clone(),
+            (LbType::Chash, _, Some(f)) => serde_json::json!({ "hash_balance_factor": f }),
+            _ => Value::Object(Default::default()),
+        }
+    }
+
     /// Static nodes, or an empty slice for a discovered upstream.
     pub fn nodes(&self) -> &[Node] {
         match &self.targets {
@@ -186,9 +269,7 @@ pub fn parse_upstream(
         (Placement::Inline, None) => None,
     };
     let meta = Meta::parse(&mut o, cx);
-    let lb = o
-        .enumeration(cx, "type", LB_TYPES)
-        .unwrap_or(LbType::RoundRobin);
+    let (lb, lb_params) = parse_lb(&mut o, cx, env);
     let scheme = o.enumeration(cx, "scheme", SCHEMES).unwrap_or(Scheme::Http);
 
     let targets = parse_targets(&mut o, cx, env, scheme);
@@ -196,7 +277,7 @@ pub fn parse_upstream(
     let hash_on_v = o.take("hash_on");
     let key_v = o.take("key");
     let factor_v = o.take("hash_balance_factor");
-    let (hash_on, hash_balance_factor) = if lb == LbType::Chash {
+    let (hash_on, hash_balance_factor) = if lb == Some(LbType::Chash) {
         let h = hash::parse_hash_on(hash_on_v, key_v, p, cx);
         let f = factor_v.and_then(|(v, fp)| {
             let f = reader::number(v, &fp, cx)?;
@@ -242,7 +323,8 @@ pub fn parse_upstream(
     Some(Upstream {
         id,
         meta,
-        lb,
+        lb: lb?,
+        lb_params,
         targets: targets?,
         scheme,
         hash_on,
@@ -256,6 +338,54 @@ pub fn parse_upstream(
         checks,
         tls,
     })
+}
+
+/// `type`, and a registered algorithm's `<type>` block checked by its schema. `None` (an
+/// error recorded) for an unknown name; no `type` is `roundrobin`.
+fn parse_lb(o: &mut Obj<'_>, cx: &mut Cx, env: &Env) -> (Option<LbType>, Option<Value>) {
+    let Some((v, tp)) = o.take("type") else {
+        return (Some(LbType::RoundRobin), None);
+    };
+    let name = v.as_str().unwrap_or_default();
+    if let Some(t) = LbType::builtin(name) {
+        return (Some(t), None);
+    }
+    let registered = env
+        .ext
+        .algorithm_schema(name)
+        .filter(|_| !UPSTREAM_MEMBERS.contains(&name));
+    let Some(schema) = registered else {
+        // Built-ins in their documented order, then the registered names, sorted.
+        let names: Vec<&str> = LB_TYPES
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(
+                env.ext
+                    .algorithm_names()
+                    .filter(|n| !reserved_algorithm_name(n)),
+            )
+            .collect();
+        cx.err(
+            &tp,
+            format!("must be one of {}, got {}", names.join(", "), show(v)),
+        );
+        return (None, None);
+    };
+    let schema = schema.cloned();
+    let (params, pp) = match o.take(name) {
+        Some((pv, pp)) => (pv.clone(), pp),
+        None => (Value::Object(Default::default()), o.path.field(name)),
+    };
+    if !params.is_object() {
+        cx.err(&pp, format!("must be an object, got {}", show(&params)));
+        return (None, None);
+    }
+    let errors = schema.map(|s| s.check(&params)).unwrap_or_default();
+    let ok = errors.is_empty();
+    for (rel, reason) in errors {
+        cx.err(&pp.join(&rel), reason);
+    }
+    (Some(LbType::Custom(name.to_owned())), ok.then_some(params))
 }
 
 fn parse_targets(o: &mut Obj<'_>, cx: &mut Cx, env: &Env, scheme: Scheme) -> Option<Targets> {

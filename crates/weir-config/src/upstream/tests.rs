@@ -177,3 +177,125 @@ fn unknown_fields_are_errors() {
         ["retires: unknown field"]
     );
 }
+
+mod algorithms {
+    use super::*;
+    use crate::extensions::{Extensions, Typed};
+    use std::sync::Arc;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Spread {
+        spread: u32,
+        #[serde(default)]
+        seed: u64,
+    }
+
+    fn env() -> Env {
+        Env {
+            ext: Extensions::new()
+                .algorithm("spread", Some(Arc::new(Typed::<Spread>::new())))
+                .algorithm("any-params", None),
+            ..Env::default()
+        }
+    }
+
+    #[test]
+    fn unknown_type_lists_builtins_then_registered_names() {
+        let v = json!({"type": "rr", "nodes": {}});
+        assert_eq!(
+            parse(v.clone()).unwrap_err(),
+            [r#"type: must be one of roundrobin, chash, least_conn, ewma, got "rr""#]
+        );
+        assert_eq!(
+            parse_env(v, &env()).unwrap_err(),
+            [
+                r#"type: must be one of roundrobin, chash, least_conn, ewma, any-params, spread, got "rr""#
+            ]
+        );
+        assert_eq!(
+            parse(json!({"type": 3, "nodes": {}})).unwrap_err(),
+            ["type: must be one of roundrobin, chash, least_conn, ewma, got 3"]
+        );
+    }
+
+    #[test]
+    fn a_registered_type_takes_its_block_checked_by_its_schema() {
+        let u = parse_env(
+            json!({"type": "spread", "spread": {"spread": 3}, "nodes": {}}),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(u.lb, LbType::Custom("spread".into()));
+        assert_eq!(u.lb.as_str(), "spread");
+        assert_eq!(u.lb_params, Some(json!({"spread": 3})));
+        assert_eq!(u.algorithm_params(), json!({"spread": 3}));
+        assert_eq!(
+            parse_env(
+                json!({"type": "spread", "spread": {"spread": "x", "sead": 1}, "nodes": {}}),
+                &env()
+            )
+            .unwrap_err(),
+            [r#"spread.spread: invalid type: string "x", expected u32"#]
+        );
+        assert_eq!(
+            parse_env(json!({"type": "spread", "nodes": {}}), &env()).unwrap_err(),
+            ["spread.spread: missing field"]
+        );
+        assert_eq!(
+            parse_env(json!({"type": "spread", "spread": 3, "nodes": {}}), &env()).unwrap_err(),
+            ["spread: must be an object, got 3"]
+        );
+        // No schema: any object; no block: `{}`.
+        let u = parse_env(json!({"type": "any-params", "nodes": {}}), &env()).unwrap();
+        assert_eq!(u.algorithm_params(), json!({}));
+        // Another algorithm's block is an unknown member, as a built-in's would be.
+        assert_eq!(
+            parse_env(
+                json!({"type": "any-params", "spread": {"spread": 1}, "nodes": {}}),
+                &env()
+            )
+            .unwrap_err(),
+            ["spread: unknown field"]
+        );
+    }
+
+    #[test]
+    fn chash_rules_stay_with_chash() {
+        // hash_on/key/hash_balance_factor are accepted and ignored on a registered type.
+        let u = parse_env(
+            json!({"type": "any-params", "hash_on": "bogus", "hash_balance_factor": 0.5, "nodes": {}}),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!((u.hash_on, u.hash_balance_factor), (None, None));
+        let u = parse(
+            json!({"type": "chash", "key": "remote_addr", "hash_balance_factor": 1.5, "nodes": {}}),
+        )
+        .unwrap();
+        assert_eq!(u.lb_params, None);
+        assert_eq!(u.algorithm_params(), json!({"hash_balance_factor": 1.5}));
+        assert_eq!(
+            parse(json!({"nodes": {}})).unwrap().algorithm_params(),
+            json!({})
+        );
+    }
+
+    #[test]
+    fn builtin_and_member_names_are_reserved() {
+        for n in ["chash", "roundrobin", "nodes", "retries", "tls", "key"] {
+            assert!(reserved_algorithm_name(n), "{n}");
+        }
+        assert!(!reserved_algorithm_name("spread"));
+        // Registered anyway through Extensions: not accepted as a type.
+        let env = Env {
+            ext: Extensions::new().algorithm("retries", None),
+            ..Env::default()
+        };
+        assert_eq!(
+            parse_env(json!({"type": "retries", "nodes": {}}), &env).unwrap_err(),
+            [r#"type: must be one of roundrobin, chash, least_conn, ewma, got "retries""#]
+        );
+    }
+}
