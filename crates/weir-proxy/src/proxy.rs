@@ -177,7 +177,7 @@ impl ProxyHttp for WeirProxy {
     }
 
     /// Pick the attempt's node (or repeat the node after a stale pooled connection) and start
-    /// the [`Attempt`] that holds its in-flight counts until it ends.
+    /// the `Attempt` that holds its in-flight counts until it ends.
     async fn upstream_peer(
         &self,
         session: &mut Session,

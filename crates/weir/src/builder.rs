@@ -56,6 +56,8 @@ pub struct WeirBuilder {
     registries: Vec<(String, Arc<dyn Registry>)>,
     checks: Vec<(String, Arc<dyn weir_health::Check>)>,
     algorithms: Vec<CustomAlgorithm>,
+    /// Registrations refused (reported by `build`).
+    refused: Vec<String>,
 }
 
 impl WeirBuilder {
@@ -131,15 +133,16 @@ impl WeirBuilder {
     /// gets its own selector from [`Algorithm::build`](weir_balance::Algorithm::build)
     /// (docs/algorithms.md, "Custom algorithms").
     ///
-    /// # Panics
-    ///
-    /// If `name` is a built-in algorithm's (`roundrobin`, `chash`, `least_conn`, `ewma`) or a
-    /// member of the upstream object (`nodes`, `retries`, ...).
+    /// A built-in algorithm's name (`roundrobin`, `chash`, `least_conn`, `ewma`) or a member
+    /// of the upstream object (`nodes`, `retries`, ...) cannot name one: [`build`](Self::build)
+    /// then fails with [`Error::Registration`].
     pub fn algorithm<A: weir_balance::Algorithm>(mut self, name: &str, algorithm: A) -> Self {
-        assert!(
-            !weir_config::upstream::reserved_algorithm_name(name),
-            "{name:?} cannot name an algorithm: it is a built-in's or an upstream member"
-        );
+        if weir_config::upstream::reserved_algorithm_name(name) {
+            self.refused.push(format!(
+                "{name:?} cannot name an algorithm: it is a built-in's or an upstream member"
+            ));
+            return self;
+        }
         let owned = name.to_owned();
         self.algorithms.push(CustomAlgorithm {
             name: owned.clone(),
@@ -166,6 +169,9 @@ impl WeirBuilder {
     /// Validate the configuration against everything registered and compile it. Every error
     /// of the configuration is reported at once ([`Error::Config`]).
     pub fn build(self) -> Result<Weir, Error> {
+        if let Some(why) = self.refused.first() {
+            return Err(Error::Registration(why.clone()));
+        }
         let ext = self.extensions();
         let input = self.input.ok_or(Error::NoConfig)?;
         let (config, warnings, text, origin) = match &input {

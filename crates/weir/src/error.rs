@@ -22,6 +22,9 @@ pub enum Error {
     /// A listener could not be set up (e.g. its certificate does not load).
     #[error("{0}")]
     Listener(String),
+    /// A registration the builder could not take (e.g. an algorithm under a built-in's name).
+    #[error("{0}")]
+    Registration(String),
     /// The Admin API needs the configuration's resources as written (a file or YAML text).
     #[error(
         "the Admin API needs the configuration as a file or as YAML text, not as a Config value"

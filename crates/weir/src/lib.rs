@@ -9,8 +9,11 @@
 //! - run it as the `weir` binary does: [`Weir::builder`] → [`WeirBuilder::build`] →
 //!   [`Weir::run`];
 //! - add its services to your own Pingora `Server` beside your own: [`Weir::add_to`];
-//! - extend it: plugins and hooks ([`WeirBuilder::plugin`], [`WeirBuilder::hook`]), discovery
-//!   registries ([`WeirBuilder::discovery`]).
+//! - extend it, every extension registered by name like the built-ins: plugins with a typed
+//!   configuration ([`WeirBuilder::plugin_typed`]) or untyped ([`WeirBuilder::plugin`]),
+//!   hooks ([`WeirBuilder::hook`]), selection algorithms ([`WeirBuilder::algorithm`]),
+//!   discovery registries ([`WeirBuilder::discovery`]) and health checks
+//!   ([`WeirBuilder::health_check`]). The `examples/` of this crate show each one.
 //!
 //! ```no_run
 //! use weir::prelude::*;
