@@ -278,7 +278,8 @@ pub fn parse_document_ext(doc: &Value, ext: &Extensions) -> Result<Loaded, Confi
     }
     let env = Env {
         discovery: config.discovery.clone(),
-        ext: crate::plugins::builtin_extensions().merge(ext),
+        // The built-ins win: an embedder's entry cannot replace key-auth's schema.
+        ext: ext.clone().merge(&crate::plugins::builtin_extensions()),
     };
     if let Some((v, p)) = o.take("server") {
         config.server = parse_server(v, &p, &mut cx);

@@ -2,7 +2,7 @@
 //! unknown name is an error, so a typo never silently disables authentication.
 
 use crate::cert::Secret;
-use crate::extensions::{Extensions, Typed};
+use crate::extensions::Extensions;
 use crate::path::Path;
 use crate::reader::{self, Cx, Obj};
 use serde::{Deserialize, Serialize};
@@ -14,9 +14,39 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeyAuth {
+    #[serde(deserialize_with = "null_as_default")]
     pub header: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub query: String,
+    #[serde(deserialize_with = "null_as_default")]
     pub hide_credentials: bool,
+}
+
+/// A member written as `null` is absent (as everywhere in the configuration): the default.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// key-auth's validation: the same rules and messages as every other block of the
+/// configuration (every error at once, `null` as absent).
+struct KeyAuthSchema;
+
+impl crate::extensions::Schema for KeyAuthSchema {
+    fn check(&self, value: &Value) -> Vec<(Path, String)> {
+        let mut cx = Cx::default();
+        let root = Path::root();
+        if let Some(mut ko) = Obj::of(value, &root, &mut cx) {
+            ko.str(&mut cx, "header");
+            ko.str(&mut cx, "query");
+            ko.bool(&mut cx, "hide_credentials", false);
+            ko.finish(&mut cx);
+        }
+        cx.errors.into_iter().map(|e| (e.path, e.reason)).collect()
+    }
 }
 
 impl Default for KeyAuth {
@@ -57,8 +87,11 @@ impl Plugins {
 
 /// The plugins Weir itself registers, the same way an embedder registers theirs: `key-auth`.
 pub fn builtin_extensions() -> Extensions {
-    Extensions::new().plugin_with("key-auth", Arc::new(Typed::<KeyAuth>::new()))
+    Extensions::new().plugin_with("key-auth", Arc::new(KeyAuthSchema))
 }
+
+/// Names of the built-in plugins (an embedder cannot register a plugin under one).
+pub const BUILTIN_PLUGINS: &[&str] = &["key-auth"];
 
 fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str, env: &crate::Env) {
     let known: Vec<&str> = env.ext.plugin_names().collect();
@@ -146,10 +179,7 @@ pub fn parse_consumer(v: &Value, p: &Path, cx: &mut Cx) -> Option<Consumer> {
                     };
                     ko.finish(cx);
                 }
-                _ => cx.err(
-                    &pp,
-                    format!("unknown consumer plugin {name:?} (known: key-auth)"),
-                ),
+                _ => cx.err(&pp, format!("unknown plugin {name:?} (known: key-auth)")),
             }
         }
     }

@@ -157,7 +157,18 @@ impl PluginParsers {
             plugins
                 .other
                 .iter()
-                .filter_map(|(name, v)| Some((name.clone(), m.get(name)?(v)?)))
+                .filter_map(|(name, v)| {
+                    let parse = m.get(name)?;
+                    match parse(v) {
+                        Some(parsed) => Some((name.clone(), parsed)),
+                        None => {
+                            log::error!(
+                                "plugin {name}: configuration does not parse; requests to its routes get 500"
+                            );
+                            None
+                        }
+                    }
+                })
                 .collect(),
         )
     }
@@ -174,8 +185,15 @@ impl<P: Plugin> Hook for PluginHook<P> {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut HookCtx) -> Result<bool> {
-        match ctx.plugin::<P::Config>(self.0.name()) {
+        let name = self.0.name();
+        match ctx.plugin::<P::Config>(name) {
             Some(c) => self.0.request_filter(session, &c, ctx).await,
+            // Enabled, but its configuration did not parse (resources applied without
+            // validation): fail closed, never run the route without its plugin (key-auth).
+            None if ctx.plugins().is_some_and(|p| p.enabled(name)) => Err(Error::explain(
+                HTTPStatus(500),
+                "a plugin enabled on the route has no valid configuration",
+            )),
             None => Ok(false),
         }
     }

@@ -151,7 +151,13 @@ impl UpstreamRuntime {
             } else {
                 Eligible::Only(&ok)
             };
-            let chosen = level.state.selector.select(key, eligible);
+            // A selector (a user's algorithm among them) must answer within its level and
+            // among the eligible nodes; anything else is no pick, never a wrong node.
+            let chosen = level
+                .state
+                .selector
+                .select(key, eligible)
+                .filter(|&i| start + i < level.end && ok(i));
             if let Some(i) = chosen {
                 let idx = start + i;
                 walk.tried.push(idx as u32);

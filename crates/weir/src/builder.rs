@@ -84,8 +84,21 @@ impl WeirBuilder {
     /// Register `hook` as the plugin `name`: routes and services enable it with
     /// `plugins: {<name>: {...}}`, and the name is valid in configurations.
     pub fn plugin(mut self, name: &str, hook: impl Hook + 'static) -> Self {
+        if self.builtin_plugin(name) {
+            return self;
+        }
         self.plugins.push((name.to_owned(), Arc::new(hook)));
         self
+    }
+
+    /// A built-in plugin's name cannot be taken ([`build`](Self::build) then fails).
+    fn builtin_plugin(&mut self, name: &str) -> bool {
+        let taken = weir_config::plugins::BUILTIN_PLUGINS.contains(&name);
+        if taken {
+            self.refused
+                .push(format!("{name:?} cannot name a plugin: it is a built-in's"));
+        }
+        taken
     }
 
     /// Register a typed [`Plugin`](weir_proxy::Plugin): routes enable it with
@@ -94,6 +107,9 @@ impl WeirBuilder {
     /// `routes[0] (id "r1").plugins.add-header.value: missing field`), and the plugin's hooks
     /// get the route's parsed configuration.
     pub fn plugin_typed<P: weir_proxy::Plugin>(mut self, plugin: P) -> Self {
+        if self.builtin_plugin(plugin.name()) {
+            return self;
+        }
         let ext = plugin.extension();
         self.typed.push(TypedPlugin {
             ext,
@@ -212,18 +228,14 @@ impl WeirBuilder {
         } else {
             config.resources.clone()
         };
-        let handle = SnapshotHandle::with_discovery(&initial, Arc::new(registries));
-        // Checkers look their check up at each probe: registering after the first compile is
-        // in time (probes start with the health service).
+        // Everything is registered before the resources are compiled the first time, so the
+        // first snapshot already has every algorithm, check and plugin configuration.
+        let handle = SnapshotHandle::with_discovery(&Resources::default(), Arc::new(registries));
         for (name, check) in self.checks {
             handle.tables().health.register_check(&name, check);
         }
-        // Levels of a not yet registered algorithm pick nothing: recompile once registered.
-        if !self.algorithms.is_empty() {
-            for a in self.algorithms {
-                (a.register)(handle.tables());
-            }
-            handle.refresh();
+        for a in self.algorithms {
+            (a.register)(handle.tables());
         }
         let mut proxy = WeirProxy::new(Arc::clone(&handle));
         for (name, hook) in self.plugins {
@@ -235,6 +247,7 @@ impl WeirBuilder {
         for hook in self.hooks {
             proxy = proxy.with_hook(hook);
         }
+        handle.apply(&initial);
 
         let sink: Arc<dyn Sink> = {
             let h = Arc::clone(&handle);
