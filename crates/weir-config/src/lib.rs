@@ -52,7 +52,7 @@ pub use document::{
 pub use error::{ConfigError, ConfigErrors};
 pub use extensions::{Extensions, Schema, Typed};
 pub use path::Path;
-pub use plugins::{Consumer, KeyAuth, Plugins};
+pub use plugins::{Consumer, KeyAuth, Plugins, RequestId, RequestIdAlgorithm};
 pub use route::{HostPattern, Route, Service, UriPattern};
 pub use server::{
     AdminConfig, ConfigSource, ControlConfig, EtcdSource, EtcdTls, ServerConfig, TlsListen,

@@ -2,7 +2,7 @@
 //! unknown name is an error, so a typo never silently disables authentication.
 
 use crate::cert::Secret;
-use crate::extensions::Extensions;
+use crate::extensions::{Extensions, Typed};
 use crate::path::Path;
 use crate::reader::{self, Cx, Obj};
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,45 @@ impl Default for KeyAuth {
     }
 }
 
+/// `request-id` on a route or service (APISIX's): a request without `header_name` gets a new
+/// UUID v4, sent upstream and, with `include_in_response`, returned to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestId {
+    #[serde(deserialize_with = "null_as_default_or")]
+    pub header_name: String,
+    pub include_in_response: bool,
+    /// How ids are made: `uuid` (APISIX's default; its `nanoid` and `range_id` are not
+    /// offered).
+    pub algorithm: RequestIdAlgorithm,
+}
+
+/// The id generators of `request-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestIdAlgorithm {
+    #[default]
+    Uuid,
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId {
+            header_name: "X-Request-Id".into(),
+            include_in_response: true,
+            algorithm: RequestIdAlgorithm::Uuid,
+        }
+    }
+}
+
+/// `header_name: null` is the default name.
+fn null_as_default_or<'de, D>(d: D) -> Result<String, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(|| RequestId::default().header_name))
+}
+
 /// Plugins enabled on a route or service: name → configuration as written (each validated
 /// by its plugin's schema when the configuration loaded).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -85,13 +124,16 @@ impl Plugins {
     }
 }
 
-/// The plugins Weir itself registers, the same way an embedder registers theirs: `key-auth`.
+/// The plugins Weir itself registers, the same way an embedder registers theirs: `key-auth`
+/// and `request-id`.
 pub fn builtin_extensions() -> Extensions {
-    Extensions::new().plugin_with("key-auth", Arc::new(KeyAuthSchema))
+    Extensions::new()
+        .plugin_with("key-auth", Arc::new(KeyAuthSchema))
+        .plugin_with("request-id", Arc::new(Typed::<RequestId>::new()))
 }
 
 /// Names of the built-in plugins (an embedder cannot register a plugin under one).
-pub const BUILTIN_PLUGINS: &[&str] = &["key-auth"];
+pub const BUILTIN_PLUGINS: &[&str] = &["key-auth", "request-id"];
 
 fn unknown_plugin(cx: &mut Cx, p: &Path, name: &str, env: &crate::Env) {
     let known: Vec<&str> = env.ext.plugin_names().collect();

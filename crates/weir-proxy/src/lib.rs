@@ -20,6 +20,7 @@ pub mod key_auth;
 pub mod plugin;
 mod pool;
 mod proxy;
+pub mod request_id;
 mod respond;
 mod retry;
 pub mod router;

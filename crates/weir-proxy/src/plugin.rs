@@ -112,13 +112,15 @@ impl PluginConfigs {
 }
 
 /// How each typed plugin's configuration is parsed when a snapshot compiles; shared by every
-/// snapshot of a handle. The built-in plugins (`key-auth`) are registered from the start.
+/// snapshot of a handle. The built-in plugins (`key-auth`, `request-id`) are registered from
+/// the start.
 pub struct PluginParsers(RwLock<BTreeMap<String, Parser>>);
 
 impl Default for PluginParsers {
     fn default() -> Self {
         let p = PluginParsers(RwLock::new(BTreeMap::new()));
         p.register::<weir_config::KeyAuth>("key-auth");
+        p.register::<weir_config::RequestId>("request-id");
         p
     }
 }

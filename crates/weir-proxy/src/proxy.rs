@@ -11,6 +11,7 @@ use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthPlugin;
 use crate::plugin::{Plugin, PluginHook};
+use crate::request_id::RequestIdPlugin;
 use crate::respond::respond_json;
 use crate::retry::{self, Attempted, Decision, Outcome};
 use crate::router::strip_port;
@@ -46,10 +47,17 @@ impl WeirProxy {
             handle,
             // The built-in plugins, first; their configuration types are registered in every
             // handle's parsers from the start.
-            hooks: vec![Registered {
-                plugin: Some("key-auth".into()),
-                hook: Arc::new(PluginHook(KeyAuthPlugin)),
-            }],
+            // request-id before key-auth, as in APISIX (its priority is higher).
+            hooks: vec![
+                Registered {
+                    plugin: Some("request-id".into()),
+                    hook: Arc::new(PluginHook(RequestIdPlugin)),
+                },
+                Registered {
+                    plugin: Some("key-auth".into()),
+                    hook: Arc::new(PluginHook(KeyAuthPlugin)),
+                },
+            ],
             tracker: Tracker::default(),
         }
     }
