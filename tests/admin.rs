@@ -464,34 +464,7 @@ fn no_request_fails_while_100_writes_land() {
     let mut admin = g.admin();
     stream.more(20);
     for i in 0..100 {
-        let (s, v) = match i % 4 {
-            // Node changes: one, two or three nodes.
-            0 => {
-                let mut n = serde_json::Map::new();
-                for b in backends.iter().take(1 + i % 3) {
-                    n.insert(b.addr.to_string(), json!(1));
-                }
-                admin.patch("upstreams/u", &json!({"nodes": n}))
-            }
-            // New routes.
-            1 => admin.put(
-                &format!("routes/extra{i}"),
-                &json!({"uri": format!("/extra/{i}"), "upstream_id": "u"}),
-            ),
-            // Upstream replacements.
-            2 => {
-                let lb = ["roundrobin", "least_conn", "ewma"][i % 3];
-                admin.put(
-                    "upstreams/u",
-                    &json!({"nodes": nodes(&backends[i % 4]), "type": lb}),
-                )
-            }
-            _ => admin.put(
-                &format!("upstreams/spare{i}"),
-                &json!({"nodes": nodes(&backends[3])}),
-            ),
-        };
-        assert!(s == 200 || s == 201, "write {i}: {s} {v}");
+        admin.mixed_write(i, &backends);
     }
     stream.more(20);
     // Every request got a 200, from one of the backends.

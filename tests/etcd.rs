@@ -360,31 +360,7 @@ fn no_request_fails_while_100_writes_land_through_etcd() {
         s.more(20);
     }
     for i in 0..100 {
-        let (s, v) = match i % 4 {
-            0 => {
-                let mut n = serde_json::Map::new();
-                for b in backends.iter().take(1 + i % 3) {
-                    n.insert(b.addr.to_string(), json!(1));
-                }
-                admin.patch("upstreams/u", &json!({"nodes": n}))
-            }
-            1 => admin.put(
-                &format!("routes/extra{i}"),
-                &json!({"uri": format!("/extra/{i}"), "upstream_id": "u"}),
-            ),
-            2 => {
-                let lb = ["roundrobin", "least_conn", "ewma"][i % 3];
-                admin.put(
-                    "upstreams/u",
-                    &json!({"nodes": node(&backends[i % 4]), "type": lb}),
-                )
-            }
-            _ => admin.put(
-                &format!("upstreams/spare{i}"),
-                &json!({"nodes": node(&backends[3])}),
-            ),
-        };
-        assert!(s == 200 || s == 201, "write {i}: {s} {v}");
+        admin.mixed_write(i, &backends);
     }
     for s in streams {
         s.more(20);

@@ -67,3 +67,40 @@ impl AdminClient {
         self.call("DELETE", path, None)
     }
 }
+
+impl AdminClient {
+    /// Write `i` of the mixed series the "no failed request while configuration changes"
+    /// tests drive against upstream `u`: node changes (one to three of `backends`), new routes,
+    /// replacements of `u` (node and algorithm), and new unused upstreams. Every write keeps
+    /// `u` serving one of `backends`; asserts it was accepted (200 or 201).
+    pub fn mixed_write(&mut self, i: usize, backends: &[crate::Backend]) {
+        let one = |b: &crate::Backend| serde_json::json!({ b.addr.to_string(): 1 });
+        let last = &backends[backends.len() - 1];
+        let (s, v) = match i % 4 {
+            0 => {
+                let mut n = serde_json::Map::new();
+                for b in backends.iter().take(1 + i % 3) {
+                    n.insert(b.addr.to_string(), serde_json::json!(1));
+                }
+                self.patch("upstreams/u", &serde_json::json!({ "nodes": n }))
+            }
+            1 => self.put(
+                &format!("routes/extra{i}"),
+                &serde_json::json!({"uri": format!("/extra/{i}"), "upstream_id": "u"}),
+            ),
+            2 => {
+                let lb = ["roundrobin", "least_conn", "ewma"][i % 3];
+                let node = one(&backends[i % backends.len()]);
+                self.put(
+                    "upstreams/u",
+                    &serde_json::json!({"nodes": node, "type": lb}),
+                )
+            }
+            _ => self.put(
+                &format!("upstreams/spare{i}"),
+                &serde_json::json!({ "nodes": one(last) }),
+            ),
+        };
+        assert!(s == 200 || s == 201, "write {i}: {s} {v}");
+    }
+}
