@@ -28,6 +28,7 @@
 //! assert_eq!(u.keepalive_pool.size, 320);
 //! ```
 
+pub mod access_log;
 pub mod cert;
 pub mod common;
 pub mod discovery;
@@ -42,6 +43,7 @@ pub mod route;
 pub mod server;
 pub mod upstream;
 
+pub use access_log::{AccessLogConfig, LogFormat, LogTarget};
 pub use cert::{CaCertificate, Certificate, Secret};
 pub use common::{Id, Meta, Method, Timeout};
 pub use discovery::{DiscoveryConfig, DiscoveryType, DnsConfig, Env};

@@ -1,6 +1,7 @@
 //! Process settings: `server`, `admin`, `control`, `config_source` (docs/configuration.md). They need a
 //! restart or graceful upgrade to change.
 
+use crate::access_log::{parse_access_log, AccessLogConfig};
 use crate::cert::Secret;
 use crate::common::{parse_id, Id};
 use crate::error::show;
@@ -30,6 +31,8 @@ pub struct ServerConfig {
     pub graceful_shutdown_timeout_seconds: u64,
     /// Idle upstream connections kept by the whole process (Pingora's pool); see docs.
     pub upstream_keepalive_pool_size: usize,
+    /// `access_log`: off unless the block is present.
+    pub access_log: AccessLogConfig,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             grace_period_seconds: 10,
             graceful_shutdown_timeout_seconds: 5,
             upstream_keepalive_pool_size: 1024,
+            access_log: AccessLogConfig::default(),
         }
     }
 }
@@ -59,6 +63,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ControlConfig {
     pub listen: SocketAddr,
+    /// Prefix of every metric name (`weir_`; `apisix_` gives APISIX's names).
+    pub metric_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -172,6 +178,9 @@ pub fn parse_server(v: &Value, p: &Path, cx: &mut Cx) -> ServerConfig {
     if let Some(n) = o.uint(cx, "upstream_keepalive_pool_size", 0, 1 << 24) {
         s.upstream_keepalive_pool_size = n as usize;
     }
+    if let Some((v, ap)) = o.take("access_log") {
+        s.access_log = parse_access_log(v, &ap, cx);
+    }
     o.finish(cx);
     s
 }
@@ -240,8 +249,28 @@ pub fn parse_control(v: &Value, p: &Path, cx: &mut Cx) -> Option<ControlConfig> 
         Some((v, lp)) => parse_addr(v, &lp, cx),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
     };
+    let metric_prefix = match o.take("metric_prefix") {
+        Some((v, mp)) => reader::string(v, &mp, cx).and_then(|s| {
+            let ok = s.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            });
+            if ok {
+                Some(s.to_owned())
+            } else {
+                cx.err(
+                    &mp,
+                    format!("must be a Prometheus name prefix (letters, digits, '_' or ':', not starting with a digit), got {s:?}"),
+                );
+                None
+            }
+        }),
+        None => Some("weir_".to_owned()),
+    };
     o.finish(cx);
-    Some(ControlConfig { listen: listen? })
+    Some(ControlConfig {
+        listen: listen?,
+        metric_prefix: metric_prefix?,
+    })
 }
 
 pub fn parse_config_source(v: &Value, p: &Path, cx: &mut Cx) -> ConfigSource {

@@ -31,6 +31,10 @@ pub struct Status {
     pub last_update: Option<u64>,
     /// The error of the last failed answer; cleared by the next successful one.
     pub last_error: Option<String>,
+    /// Successful answers so far (`discovery_updates_total{result="success"}`).
+    pub successes: u64,
+    /// Failed answers so far.
+    pub failures: u64,
 }
 
 /// The channel between one registry and the proxy.
@@ -142,6 +146,7 @@ impl Feed {
         if let Ok(mut s) = self.status.lock() {
             s.last_update = Some(now_secs());
             s.last_error = None;
+            s.successes += 1;
         }
         if same_by_value(&self.catalog.load(), &next) {
             return false;
@@ -161,6 +166,7 @@ impl Feed {
         );
         if let Ok(mut s) = self.status.lock() {
             s.last_error = Some(text);
+            s.failures += 1;
         }
     }
 

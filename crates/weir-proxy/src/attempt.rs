@@ -26,6 +26,7 @@
 //! The final report of a request (the status the client received, with `checks.passive`) is
 //! not an attempt's: [`report_final`] gives it against the last node attempted.
 
+use crate::metrics::Fail;
 use crate::pool::Busy;
 use crate::upstream::UpstreamRuntime;
 use std::fmt;
@@ -38,9 +39,10 @@ use weir_health::{Report, Source};
 /// How an attempt ended, for its feedback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
-    /// No usable response (connect, write or read failure, malformed header). `retried`: a
-    /// retry follows, which is when a transport failure is reported to health.
-    Failed { timed_out: bool, retried: bool },
+    /// No usable response (connect, write or read failure, malformed header), classified as
+    /// `fail`. `retried`: a retry follows, which is when a transport failure is reported to
+    /// health.
+    Failed { fail: Fail, retried: bool },
     /// A pooled connection the peer had closed: the request is repeated on the node for free.
     Stale,
     /// A `retry_on_status` response, discarded for a retry.
@@ -55,7 +57,7 @@ impl End {
     /// The attempt's entry in `X-Weir-Upstream-Status`.
     pub(crate) fn status(self) -> Option<u16> {
         match self {
-            End::Failed { timed_out, .. } => Some(if timed_out { 504 } else { 502 }),
+            End::Failed { fail, .. } => Some(if fail.timed_out() { 504 } else { 502 }),
             End::Discarded(s) | End::Relayed(s) => Some(s),
             End::Stale | End::Abandoned => None,
         }
@@ -131,6 +133,11 @@ impl Attempt {
         self.node
     }
 
+    /// Time since the attempt started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
     /// The attempt ended: record how, and release its counts.
     pub(crate) fn finish(mut self, end: End) {
         self.record(end);
@@ -149,27 +156,45 @@ impl Attempt {
         }
         // (sample floor, passive report): the sample is the attempt's elapsed time, at least
         // the floor; `None` gives no sample.
+        let elapsed = self.start.elapsed();
+        if let Some(m) = &self.up.nodes[self.node].metrics {
+            match end {
+                End::Failed { fail, .. } => {
+                    m.attempts[fail as usize].fetch_add(1, Ordering::Relaxed);
+                    m.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                End::Discarded(status) | End::Relayed(status) => {
+                    m.attempts[0].fetch_add(1, Ordering::Relaxed);
+                    m.latency.observe(elapsed);
+                    if status >= 500 {
+                        m.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                End::Stale | End::Abandoned => {}
+            }
+        }
         let (sample, report) = match end {
-            End::Failed { timed_out, retried } => (
-                Some(if timed_out {
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(1)
-                }),
-                retried.then_some(if timed_out {
-                    Report::Timeout
-                } else {
-                    Report::TcpFailure
-                }),
-            ),
+            End::Failed { fail, retried } => {
+                let timed_out = fail.timed_out();
+                (
+                    Some(if timed_out {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_secs(1)
+                    }),
+                    retried.then_some(if timed_out {
+                        Report::Timeout
+                    } else {
+                        Report::TcpFailure
+                    }),
+                )
+            }
             End::Discarded(_) => (Some(Duration::from_secs(1)), None),
             End::Relayed(_) => (Some(Duration::ZERO), None),
             End::Stale | End::Abandoned => (None, None),
         };
         if let (Some(floor), true) = (sample, self.up.latency_samples) {
-            self.in_flight
-                .node()
-                .observe(self.start.elapsed().max(floor));
+            self.in_flight.node().observe(elapsed.max(floor));
         }
         let target = self
             .up

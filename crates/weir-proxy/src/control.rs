@@ -1,6 +1,6 @@
 //! The read-only control API on `control.listen`: `GET /v1/healthcheck`,
-//! `GET /v1/healthcheck/{upstreams|routes|services}/{id}` and
-//! `GET /v1/discovery/{registry}/dump`.
+//! `GET /v1/healthcheck/{upstreams|routes|services}/{id}`, `GET /v1/discovery/{registry}/dump`,
+//! `GET /metrics` (Prometheus), `GET /v1/status` and the status page `GET /ui/`.
 
 use crate::handle::SnapshotHandle;
 use async_trait::async_trait;
@@ -14,16 +14,66 @@ use weir_health::Checker;
 /// The control API application, served by a Pingora listening service.
 pub struct ControlApi {
     handle: Arc<SnapshotHandle>,
+    metric_prefix: String,
+}
+
+/// The status page: one self-contained file (no external scripts, styles or fonts).
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// A control API answer: status, content type and body.
+pub struct Answer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
 }
 
 impl ControlApi {
     pub fn new(handle: Arc<SnapshotHandle>) -> Self {
-        ControlApi { handle }
+        crate::status::mark_start();
+        ControlApi {
+            handle,
+            metric_prefix: "weir_".to_owned(),
+        }
+    }
+
+    /// Prefix metric names with `prefix` (`control.metric_prefix`).
+    pub fn with_metric_prefix(mut self, prefix: &str) -> Self {
+        self.metric_prefix = prefix.to_owned();
+        self
+    }
+
+    /// The answer to a request for `path` (the query is ignored).
+    pub fn respond(&self, method: &http::Method, path: &str) -> Answer {
+        let get = method == http::Method::GET || method == http::Method::HEAD;
+        match path {
+            "/metrics" if get => Answer {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: crate::metrics::render(&self.handle, &self.metric_prefix).into_bytes(),
+            },
+            "/ui/" | "/ui/index.html" if get => Answer {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: STATUS_PAGE.as_bytes().to_vec(),
+            },
+            "/ui" if get => Answer {
+                status: 301,
+                content_type: "text/plain; charset=utf-8",
+                body: b"/ui/".to_vec(),
+            },
+            "/v1/status" | "/v1/status/" if get => {
+                json_answer(200, &crate::status::status(&self.handle))
+            }
+            _ => {
+                let (status, v) = self.answer(method, path);
+                json_answer(status, &v)
+            }
+        }
     }
 
     /// Status and JSON body for a request.
     pub fn answer(&self, method: &http::Method, path: &str) -> (u16, Value) {
-        if method != http::Method::GET {
+        if method != http::Method::GET && method != http::Method::HEAD {
             return (405, json!({"error_msg": "method not allowed"}));
         }
         let table = &self.handle.tables().health;
@@ -131,19 +181,37 @@ fn entry(c: &Checker) -> Value {
     json!({"name": c.key(), "type": &*c.check_type(), "nodes": nodes})
 }
 
+fn json_answer(status: u16, v: &Value) -> Answer {
+    Answer {
+        status,
+        content_type: "application/json",
+        body: v.to_string().into_bytes(),
+    }
+}
+
 #[async_trait]
 impl ServeHttp for ControlApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let (status, body) = self.answer(&req.method, req.uri.path());
-        let body = body.to_string().into_bytes();
-        let mut resp = Response::new(body);
-        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let a = self.respond(&req.method, req.uri.path());
+        let redirect = a.status == 301;
+        let mut resp = Response::new(a.body);
+        *resp.status_mut() = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
         let headers = resp.headers_mut();
         headers.insert(
             http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
+            http::HeaderValue::from_static(a.content_type),
         );
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        if redirect {
+            headers.insert(
+                http::header::LOCATION,
+                http::HeaderValue::from_static("/ui/"),
+            );
+        }
         let len = resp.body().len();
         resp.headers_mut()
             .insert(http::header::CONTENT_LENGTH, len.into());

@@ -18,7 +18,11 @@ use weir_config::{Plugins, Timeout};
 #[derive(Debug, Default)]
 pub struct HookCtx {
     route: Option<Arc<RouteRuntime>>,
+    /// Which (host, uri) pair of the route matched (metrics' `matched_uri`, `matched_host`).
+    pub(crate) pair: usize,
     consumer: Option<Arc<str>>,
+    /// The consumer's metric number, when key-auth set it.
+    pub(crate) consumer_id: Option<u32>,
     extensions: http::Extensions,
 }
 
@@ -69,6 +73,11 @@ impl HookCtx {
     /// with `hash_on: consumer` hashes it, later hooks see it.
     pub fn set_consumer(&mut self, consumer: Arc<str>) {
         self.consumer = Some(consumer);
+        self.consumer_id = None;
+    }
+
+    pub(crate) fn consumer_arc(&self) -> Option<&Arc<str>> {
+        self.consumer.as_ref()
     }
 
     /// Per-request state of hooks (allocates only when something is inserted).
@@ -85,8 +94,9 @@ impl HookCtx {
         self.route.as_ref()
     }
 
-    pub(crate) fn set_route(&mut self, route: Arc<RouteRuntime>) {
+    pub(crate) fn set_route(&mut self, route: Arc<RouteRuntime>, pair: usize) {
         self.route = Some(route);
+        self.pair = pair;
     }
 }
 
@@ -126,6 +136,21 @@ pub(crate) struct Tries {
     pub last_timed_out: bool,
     /// The one free retry on a stale pooled connection was used.
     pub stale_retry_used: bool,
+    /// Every attempt that ended, in order (the access log's `$upstream_*` lists).
+    pub log: SmallVec<[AttemptLog; 2]>,
+    /// The relayed attempt's time to its response header (`http_latency{type="upstream"}`).
+    pub upstream_time: Option<std::time::Duration>,
+}
+
+/// One ended attempt, as the access log shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptLog {
+    /// Index of the node in the request's upstream.
+    pub node: u32,
+    /// Its status: the response's, or 502/504 for an attempt without one.
+    pub status: u16,
+    /// From the attempt's start to its response header or failure.
+    pub elapsed: std::time::Duration,
 }
 
 impl Tries {
@@ -153,24 +178,30 @@ impl Tries {
 
     /// End `attempt` as `end` says: its feedback, and its entry in `X-Weir-Upstream-Status`.
     pub fn finish(&mut self, attempt: Attempt, end: End) {
-        self.note(end);
+        self.note(end, &attempt);
         attempt.finish(end);
     }
 
     /// `attempt`'s response header is relayed: record it, and hold the attempt until the
     /// request ends.
     pub fn relay(&mut self, mut attempt: Attempt, status: u16) {
-        self.note(End::Relayed(status));
+        self.note(End::Relayed(status), &attempt);
+        self.upstream_time = Some(attempt.elapsed());
         attempt.relaying(status);
         self.phase = Phase::Relaying(attempt);
     }
 
-    fn note(&mut self, end: End) {
+    fn note(&mut self, end: End, attempt: &Attempt) {
         if let Some(s) = end.status() {
             self.statuses.push(s);
+            self.log.push(AttemptLog {
+                node: attempt.node() as u32,
+                status: s,
+                elapsed: attempt.elapsed(),
+            });
         }
-        if let End::Failed { timed_out, .. } = end {
-            self.last_timed_out = timed_out;
+        if let End::Failed { fail, .. } = end {
+            self.last_timed_out = fail.timed_out();
         }
     }
 
@@ -241,6 +272,8 @@ pub struct RequestCtx {
     pub(crate) tries: Tries,
     /// Counts this request as in progress for a graceful shutdown (see [`crate::drain`]).
     pub(crate) _live: Option<crate::drain::LiveRequest>,
+    /// When the request's header had been read (`$request_time`, `http_latency`).
+    pub(crate) start: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -282,6 +315,11 @@ impl RequestCtx {
     /// Status of every attempt so far, in order; 502/504 for attempts without a response.
     pub fn upstream_statuses(&self) -> &[u16] {
         &self.tries.statuses
+    }
+
+    /// Every attempt that ended, in order.
+    pub fn attempt_log(&self) -> &[AttemptLog] {
+        &self.tries.log
     }
 }
 

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use weir_config::KeyAuth;
 
-/// Consumers by key-auth key.
-pub type ConsumerIndex = HashMap<String, Arc<str>>;
+/// Consumers by key-auth key: the username and its metric number.
+pub type ConsumerIndex = HashMap<String, (Arc<str>, u32)>;
 
 /// The built-in `key-auth` plugin.
 pub struct KeyAuthPlugin;
@@ -74,8 +74,9 @@ impl Plugin for KeyAuthPlugin {
             return Ok(true);
         };
         match route.consumers.get(&key) {
-            Some(user) => {
+            Some((user, id)) => {
                 ctx.set_consumer(Arc::clone(user));
+                ctx.consumer_id = Some(*id);
                 Ok(false)
             }
             None => {

@@ -10,6 +10,7 @@ use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthPlugin;
+use crate::metrics::{record_request, Fail, Finished};
 use crate::plugin::{Plugin, PluginHook};
 use crate::request_id::RequestIdPlugin;
 use crate::respond::respond_json;
@@ -136,6 +137,7 @@ impl ProxyHttp for WeirProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             _live: Some(self.tracker.request()),
+            start: Some(Instant::now()),
             ..RequestCtx::default()
         }
     }
@@ -144,14 +146,14 @@ impl ProxyHttp for WeirProxy {
         let route = {
             let snap = self.handle.current.load();
             let req = session.req_header();
-            snap.route(request_host(session), req.uri.path(), &req.method)
-                .cloned()
+            snap.route_pair(request_host(session), req.uri.path(), &req.method)
+                .map(|(r, pair)| (Arc::clone(r), pair))
         };
-        let Some(route) = route else {
+        let Some((route, pair)) = route else {
             respond_json(session, 404, r#"{"error_msg":"404 Route Not Found"}"#, None).await?;
             return Ok(true);
         };
-        ctx.hook.set_route(Arc::clone(&route));
+        ctx.hook.set_route(Arc::clone(&route), pair);
         for r in &self.hooks {
             if !applies(r, &ctx.hook) {
                 continue;
@@ -235,6 +237,9 @@ impl ProxyHttp for WeirProxy {
             return Ok(());
         };
         attempt.reused = reused;
+        if let Some(m) = &up.nodes[attempt.node()].metrics {
+            m.connections[usize::from(reused)].fetch_add(1, Ordering::Relaxed);
+        }
         let pool = &up.conf.keepalive_pool;
         if up.conf.scheme.is_grpc() {
             // HTTP/2: `requests` counts streams per connection. A connection cannot be closed
@@ -351,6 +356,9 @@ impl ProxyHttp for WeirProxy {
         };
         match retry::decide(&facts, || tries.budget(up)) {
             Decision::Retry => {
+                if let Some(m) = &up.metrics {
+                    m.retries.fetch_add(1, Ordering::Relaxed);
+                }
                 tries.finish(attempt, End::Discarded(status));
                 tries.phase = Phase::Discarded;
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
@@ -489,6 +497,10 @@ impl ProxyHttp for WeirProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         // The relayed response has ended: the attempt's counts are released.
         ctx.tries.release();
+        let metrics = &self.handle.tables().metrics;
+        if metrics.enabled() {
+            count_request(metrics, session, ctx);
+        }
         if let (Some(resp), Some(up), Some(node)) = (
             session.response_written(),
             &ctx.upstream,
@@ -505,6 +517,34 @@ impl ProxyHttp for WeirProxy {
             r.hook.logging(session, e, &mut ctx.hook).await;
         }
     }
+}
+
+/// Count the finished request in the metrics (see [`crate::metrics`]).
+fn count_request(metrics: &crate::metrics::MetricsTables, session: &Session, ctx: &RequestCtx) {
+    let resp = session.response_written();
+    // nginx's 499: the client went away before a response.
+    let status = resp.map_or(499, |r| r.status.as_u16());
+    let request_time = ctx.start.map(|s| s.elapsed()).unwrap_or_default();
+    let route = ctx.hook.route();
+    if let Some(m) = ctx.upstream.as_ref().and_then(|u| u.metrics.as_ref()) {
+        m.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let egress = resp.map_or(0, crate::metrics::response_head_size)
+        + session.as_ref().body_bytes_sent() as u64;
+    let ingress = crate::metrics::request_head_size(session.req_header())
+        + session.as_ref().body_bytes_read() as u64;
+    let finished = Finished {
+        status,
+        pair: ctx.hook.pair,
+        node: ctx.tries.last_node,
+        consumer_id: ctx.hook.consumer_id,
+        consumer: ctx.hook.consumer_arc().cloned(),
+        request_time,
+        upstream_time: ctx.tries.upstream_time,
+        ingress,
+        egress,
+    };
+    record_request(metrics, route.and_then(|r| r.metrics.as_ref()), &finished);
 }
 
 /// Decide what follows the attempt that ended as `outcome` says, and apply it: the attempt's
@@ -539,15 +579,24 @@ fn settle(
         stale_retry_used: tries.stale_retry_used,
     };
     let decision = retry::decide(&facts, || tries.budget(up));
-    let timed_out = outcome.timed_out();
+    let fail = Fail::of(
+        &e,
+        outcome.timed_out(),
+        matches!(outcome, Outcome::Connect { .. }),
+    );
     match decision {
-        Decision::Retry => tries.finish(
-            attempt,
-            End::Failed {
-                timed_out,
-                retried: true,
-            },
-        ),
+        Decision::Retry => {
+            if let Some(m) = &up.metrics {
+                m.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            tries.finish(
+                attempt,
+                End::Failed {
+                    fail,
+                    retried: true,
+                },
+            )
+        }
         Decision::RetryStaleSameNode => {
             tries.stale_retry_used = true;
             tries.phase = Phase::Repeat(attempt.node());
@@ -557,7 +606,7 @@ fn settle(
             tries.finish(
                 attempt,
                 End::Failed {
-                    timed_out,
+                    fail,
                     retried: false,
                 },
             );

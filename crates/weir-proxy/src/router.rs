@@ -31,6 +31,9 @@ struct Entry {
     /// Bit mask of allowed methods; `u16::MAX` for any.
     methods: u16,
     route: usize,
+    /// Which (host, uri) pair of its route this is: `host_index * uris + uri_index`, the
+    /// order [`Router::pair`] documents.
+    pair: u32,
 }
 
 /// Matches requests to routes. `T` is whatever the caller attaches to a route.
@@ -96,6 +99,7 @@ impl<T> Router<T> {
                     })
                     .collect()
             };
+            let mut pair = 0u32;
             for host in &hosts {
                 for uri in &route.uris {
                     let path = match uri {
@@ -107,7 +111,9 @@ impl<T> Router<T> {
                         path,
                         methods,
                         route: idx,
+                        pair,
                     };
+                    pair += 1;
                     ranked.push((rank(&entry.host, &entry.path, route), entry));
                 }
             }
@@ -122,6 +128,13 @@ impl<T> Router<T> {
     /// The best route for a request. `host` is the request host with any port removed (any
     /// case); `path` is the request target up to the first `?`.
     pub fn find(&self, host: &str, path: &str, method: &http::Method) -> Option<&T> {
+        self.find_pair(host, path, method).map(|(t, _)| t)
+    }
+
+    /// As [`find`](Self::find), with the index of the (host, uri) pair of the route that
+    /// matched: for a route with hosts `h0..hn` (or none: one "any host") and uris `u0..um`,
+    /// pair `i * (m + 1) + j` is `(hi, uj)`.
+    pub fn find_pair(&self, host: &str, path: &str, method: &http::Method) -> Option<(&T, usize)> {
         let mbit = method_bit(method);
         self.entries
             .iter()
@@ -141,7 +154,7 @@ impl<T> Router<T> {
                         }
                     }
             })
-            .map(|e| &self.routes[e.route])
+            .map(|e| (&self.routes[e.route], e.pair as usize))
     }
 
     pub fn routes(&self) -> &[T] {
@@ -218,6 +231,17 @@ routes:
         let r = Router::new(rs.iter().map(|r| (r, r.id.as_str())));
         assert_eq!(r.find("h", "/m", &http::Method::GET), None);
         assert_eq!(r.find("h", "/m", &http::Method::POST), Some(&"r"));
+    }
+
+    #[test]
+    fn the_matched_pair_is_reported() {
+        let rs = routes("routes:\n  - {id: r, uris: [/a, /b/*], hosts: [x.org, \"*.y.org\"]}\n");
+        let r = Router::new(rs.iter().map(|r| (r, r.id.as_str())));
+        let pair = |h: &str, p: &str| r.find_pair(h, p, &http::Method::GET).map(|(_, i)| i);
+        assert_eq!(pair("x.org", "/a"), Some(0));
+        assert_eq!(pair("x.org", "/b/c"), Some(1));
+        assert_eq!(pair("a.y.org", "/a"), Some(2));
+        assert_eq!(pair("a.y.org", "/b/"), Some(3));
     }
 
     #[test]

@@ -130,7 +130,12 @@ pub fn add_services(
     // passed), so the first requests already see discovered nodes.
     let discovery = server.add_service(discovery_service(&handle));
     if let Some(control) = &cfg.control {
-        server.add_service(control_service(&handle, &control.listen.to_string()));
+        // Counting starts with the control listener that shows the counts.
+        if !handle.tables().metrics.enabled() {
+            handle.tables().metrics.enable();
+            handle.refresh();
+        }
+        server.add_service(control_service(&handle, control));
     }
     if let Some(action) = on_drained {
         server.add_service(background_service(
@@ -169,12 +174,16 @@ pub fn health_service(handle: &Arc<SnapshotHandle>) -> GenBackgroundService<Heal
     )
 }
 
-/// The read-only control API (`/v1/healthcheck`) listening on `addr`.
-pub fn control_service(handle: &Arc<SnapshotHandle>, addr: &str) -> Service<ControlApi> {
+/// The read-only control API (`/v1/healthcheck`, `/metrics`, `/v1/status`, `/ui/`) as
+/// `control` configures it.
+pub fn control_service(
+    handle: &Arc<SnapshotHandle>,
+    control: &weir_config::ControlConfig,
+) -> Service<ControlApi> {
     let mut svc = Service::new(
         "weir control API".into(),
-        ControlApi::new(Arc::clone(handle)),
+        ControlApi::new(Arc::clone(handle)).with_metric_prefix(&control.metric_prefix),
     );
-    svc.add_tcp(addr);
+    svc.add_tcp(&control.listen.to_string());
     svc
 }

@@ -42,6 +42,8 @@ pub struct Tables {
     /// The selection algorithms upstreams name with `type`: the built-ins, and what
     /// [`register_algorithm`](Self::register_algorithm) added.
     pub algorithms: AlgorithmRegistry,
+    /// Metric state (see [`crate::metrics`]); counting is on once enabled.
+    pub metrics: crate::metrics::MetricsTables,
 }
 
 impl Tables {
@@ -62,6 +64,7 @@ impl Tables {
         self.levels.prune();
         self.pools.prune();
         self.h2_epochs.prune();
+        self.metrics.prune();
     }
 }
 
@@ -80,6 +83,12 @@ pub struct RouteRuntime {
     pub consumers: Arc<ConsumerIndex>,
     /// The parsed configurations of the route's typed plugins.
     pub typed: crate::plugin::PluginConfigs,
+    /// The route's metric cells (`None` with metrics off).
+    pub metrics: Option<crate::metrics::RouteMetrics>,
+    /// The route's `uris`, `hosts` (as written) and `methods`, for the status page.
+    pub uris: Vec<String>,
+    pub hosts: Vec<String>,
+    pub methods: Vec<weir_config::Method>,
 }
 
 /// One compiled configuration.
@@ -90,6 +99,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<UpstreamRuntime>>,
     /// Keys of every route, service and upstream (`routes/r1`, ...), compiled or not.
     pub known: HashSet<String>,
+    /// The configured consumers' metric numbers.
+    pub consumer_ids: Arc<HashMap<Arc<str>, u32>>,
 }
 
 impl Snapshot {
@@ -99,6 +110,7 @@ impl Snapshot {
             router: Router::new(std::iter::empty()),
             upstreams: HashMap::new(),
             known: HashSet::new(),
+            consumer_ids: Arc::default(),
         }
     }
 
@@ -157,15 +169,23 @@ impl Snapshot {
             };
             services.insert(s.id.clone(), (s, up));
         }
+        let consumer_ids: Arc<HashMap<Arc<str>, u32>> = Arc::new(
+            res.consumers
+                .iter()
+                .map(|c| {
+                    let name = Arc::<str>::from(c.username.as_str());
+                    let id = tables.metrics.consumer_id(&name);
+                    (name, id)
+                })
+                .collect(),
+        );
         let consumers: Arc<ConsumerIndex> = Arc::new(
             res.consumers
                 .iter()
                 .filter_map(|c| {
                     let key = c.key.as_ref()?;
-                    Some((
-                        key.expose().to_owned(),
-                        Arc::<str>::from(c.username.as_str()),
-                    ))
+                    let (name, id) = consumer_ids.get_key_value(c.username.as_str())?;
+                    Some((key.expose().to_owned(), (Arc::clone(name), *id)))
                 })
                 .collect(),
         );
@@ -193,9 +213,29 @@ impl Snapshot {
                 Some((s, _)) => r.plugins.merged_over(&s.plugins),
                 None => r.plugins.clone(),
             };
+            let metrics = tables.metrics.enabled().then(|| {
+                crate::metrics::compile::route_metrics(
+                    &tables.metrics,
+                    r,
+                    upstream.as_deref(),
+                    &consumer_ids,
+                )
+            });
             compiled_routes.push((
                 r,
                 Arc::new(RouteRuntime {
+                    metrics,
+                    uris: r
+                        .uris
+                        .iter()
+                        .map(crate::metrics::compile::uri_label)
+                        .collect(),
+                    hosts: r
+                        .hosts
+                        .iter()
+                        .map(|h| crate::metrics::compile::host_label(Some(h)))
+                        .collect(),
+                    methods: r.methods.clone().unwrap_or_default(),
                     id: r.id.clone(),
                     service_id: r.service_id.clone(),
                     upstream,
@@ -218,6 +258,7 @@ impl Snapshot {
             router,
             upstreams,
             known,
+            consumer_ids,
         }
     }
 
@@ -229,6 +270,17 @@ impl Snapshot {
         method: &http::Method,
     ) -> Option<&Arc<RouteRuntime>> {
         self.router.find(host, path, method)
+    }
+
+    /// As [`route`](Self::route), with the matched (host, uri) pair (see
+    /// [`Router::find_pair`]).
+    pub fn route_pair(
+        &self,
+        host: &str,
+        path: &str,
+        method: &http::Method,
+    ) -> Option<(&Arc<RouteRuntime>, usize)> {
+        self.router.find_pair(host, path, method)
     }
 }
 
@@ -268,6 +320,7 @@ fn compile_upstream(
             tables
                 .h2_epochs
                 .get_or_insert(node_key.clone(), |_| true, AtomicU64::default);
+        let metrics = tables.metrics.node(&key, &identity, n.port);
         let state = tables
             .nodes
             .get_or_insert(node_key, |_| true, NodeState::default);
@@ -295,6 +348,7 @@ fn compile_upstream(
             ip_verifier,
             h2_epoch,
             peer,
+            metrics,
         });
     }
     // Health: the checker of this key, kept across reloads; targets by identity.
@@ -351,6 +405,7 @@ fn compile_upstream(
         })
         .collect();
     UpstreamRuntime {
+        metrics: tables.metrics.upstream(&key),
         key,
         conf: conf.clone(),
         nodes,

@@ -43,6 +43,8 @@ pub struct NodeRuntime {
     pub h2_epoch: Arc<AtomicU64>,
     /// Peer with everything but the per-request parts (SNI under `pass`, timeouts).
     pub peer: HttpPeer,
+    /// The node's counts (`None` with metrics off).
+    pub metrics: Option<Arc<crate::metrics::NodeMetrics>>,
 }
 
 /// What a level's balancer is built from; the balancer (round-robin cycle, ring, rotation) is
@@ -96,6 +98,8 @@ pub struct UpstreamRuntime {
     /// Whether attempts feed the nodes' latency estimates: the algorithm asks for them
     /// ([`weir_balance::Algorithm::latency_samples`]; the built-in `ewma`).
     pub latency_samples: bool,
+    /// The upstream's counts (`None` with metrics off).
+    pub metrics: Option<Arc<crate::metrics::UpstreamMetrics>>,
 }
 
 impl NodeRuntime {

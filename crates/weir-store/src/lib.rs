@@ -25,5 +25,5 @@ mod source;
 mod validate;
 
 pub use set::{value_id, Kind, ResourceSet};
-pub use source::{Backend, Base, Change, Sink, StoreError};
+pub use source::{Backend, Base, Change, Origin, Sink, StoreError};
 pub use validate::{located, Outcome, Rejection, Settled, Validator};

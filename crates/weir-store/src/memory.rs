@@ -51,6 +51,7 @@ impl Backend for MemorySource {
             .map_err(StoreError::Invalid)?;
         *self.set.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(resulting.clone());
         self.sink.apply(&config.resources);
+        self.sink.loaded(crate::source::Origin::Admin, true);
         Ok(())
     }
 }

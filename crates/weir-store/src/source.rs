@@ -12,6 +12,25 @@ use weir_config::{ConfigErrors, Resources};
 /// from the source's own task; implementations swap their configuration and return.
 pub trait Sink: Send + Sync + 'static {
     fn apply(&self, resources: &Resources);
+
+    /// A load from `origin` ended: applied (`ok`), or refused while the running configuration
+    /// stays (a file or an etcd revision that does not validate). For metrics; the default
+    /// does nothing.
+    fn loaded(&self, origin: Origin, ok: bool) {
+        let _ = (origin, ok);
+    }
+}
+
+/// Where a load came from (`config_reloads_total{source}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The configuration file (its first load, a change, SIGHUP).
+    File,
+    /// etcd: the first read, a relist or watch events (Admin API writes, with the etcd source,
+    /// arrive this way too).
+    Etcd,
+    /// An Admin API write applied by a file or in-memory source.
+    Admin,
 }
 
 impl<F: Fn(&Resources) + Send + Sync + 'static> Sink for F {

@@ -384,10 +384,14 @@ impl RefusedPort {
 impl Backend {
     /// A dead node: an address that refuses connections until the returned value is dropped.
     pub fn refused() -> RefusedPort {
+        Self::refused_on([127, 0, 0, 1])
+    }
+
+    /// A dead node on another loopback address (`127.0.0.0/8` is all loopback on Linux), so
+    /// per-node metrics can tell it from the other nodes by IP.
+    pub fn refused_on(ip: [u8; 4]) -> RefusedPort {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(([127, 0, 0, 1], 0).into())
-            .expect("bind a refused port");
+        socket.bind((ip, 0).into()).expect("bind a refused port");
         let addr = socket.local_addr().expect("local addr");
         RefusedPort {
             _socket: socket,

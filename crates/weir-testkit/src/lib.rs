@@ -5,10 +5,12 @@
 
 pub mod admin;
 mod backend;
+pub mod browser;
 mod client;
 pub mod config;
 pub mod dns_server;
 pub mod etcd;
+pub mod metrics;
 pub mod fake_consul;
 pub mod fake_kubernetes;
 pub mod fake_nacos;
@@ -24,6 +26,7 @@ mod stream;
 
 pub use admin::AdminClient;
 pub use backend::{Backend, Mode, RefusedPort, Seen, TlsConfig};
+pub use browser::Browser;
 pub use client::{Client, Response};
 pub use etcd::Etcd;
 pub use process::WeirProcess;

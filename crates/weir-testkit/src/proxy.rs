@@ -215,6 +215,17 @@ impl TestProxy {
         crate::Client::new(self.addr)
     }
 
+    /// The control API's address (the configuration must have a `control` block).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control
+            .expect("the configuration has no `control` block")
+    }
+
+    /// `GET /metrics` on the control API, parsed.
+    pub fn scrape(&self) -> crate::metrics::Scrape {
+        crate::metrics::Scrape::get(self.control_addr())
+    }
+
     /// `GET` a control API path: status and parsed JSON body.
     pub fn control_get(&self, path: &str) -> (u16, serde_json::Value) {
         let addr = self

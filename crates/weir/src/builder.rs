@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use weir_config::{Config, ConfigError, ConfigSource, Extensions, Resources};
 use weir_discovery::Registry;
+use weir_proxy::metrics::ReloadSource;
 use weir_proxy::{Hook, SnapshotHandle, WeirProxy};
 use weir_store::etcd::EtcdSource;
 use weir_store::file::FileSource;
 use weir_store::memory::MemorySource;
-use weir_store::{Backend, Sink, Validator};
+use weir_store::{Backend, Origin, Sink, Validator};
 
 /// A typed plugin, waiting for the proxy it is added to.
 struct TypedPlugin {
@@ -247,12 +248,20 @@ impl WeirBuilder {
         for hook in self.hooks {
             proxy = proxy.with_hook(hook);
         }
+        // Metrics count from the first request when a control listener will show them.
+        if config.control.is_some() {
+            handle.tables().metrics.enable();
+        }
         handle.apply(&initial);
+        if !etcd {
+            handle
+                .tables()
+                .metrics
+                .process
+                .reloaded(ReloadSource::File, true);
+        }
 
-        let sink: Arc<dyn Sink> = {
-            let h = Arc::clone(&handle);
-            Arc::new(move |r: &Resources| h.apply(r))
-        };
+        let sink: Arc<dyn Sink> = Arc::new(HandleSink(Arc::clone(&handle)));
         let doc = text
             .as_deref()
             .map(|t| weir_config::yaml_to_value(t).unwrap_or_default());
@@ -263,6 +272,18 @@ impl WeirBuilder {
             match (&config.config_source, &input, text, validator) {
                 (ConfigSource::Etcd(e), _, _, Some(v)) => {
                     let s = Arc::new(EtcdSource::new(e.clone(), v, sink));
+                    let reachable = s.reachable_flag();
+                    handle.tables().metrics.add_collector(Arc::new(
+                        move |f: &mut weir_proxy::metrics::Families| {
+                            let up = reachable.load(std::sync::atomic::Ordering::Relaxed);
+                            f.gauge(
+                                "etcd_reachable",
+                                "Whether etcd answers: 1 yes, 0 no.",
+                                &[],
+                                if up { 1.0 } else { 0.0 },
+                            );
+                        },
+                    ));
                     let svc = GenBackgroundService::new("weir etcd".into(), Arc::clone(&s));
                     Some((Box::new(svc), s))
                 }
@@ -416,5 +437,24 @@ impl Weir {
         );
         server.run(RunArgs::default());
         Ok(())
+    }
+}
+
+/// The sink every configuration source delivers to: the handle's snapshot, and the reload
+/// counts of `/metrics`.
+struct HandleSink(Arc<SnapshotHandle>);
+
+impl Sink for HandleSink {
+    fn apply(&self, resources: &Resources) {
+        self.0.apply(resources);
+    }
+
+    fn loaded(&self, origin: Origin, ok: bool) {
+        let source = match origin {
+            Origin::File => ReloadSource::File,
+            Origin::Etcd => ReloadSource::Etcd,
+            Origin::Admin => ReloadSource::Admin,
+        };
+        self.0.tables().metrics.process.reloaded(source, ok);
     }
 }

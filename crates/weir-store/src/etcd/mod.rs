@@ -17,7 +17,7 @@
 pub mod client;
 
 use crate::set::{references, with_id, Kind, ResourceSet};
-use crate::source::{Backend, Base, Change, Sink, StoreError};
+use crate::source::{Backend, Base, Change, Origin, Sink, StoreError};
 use crate::validate::{Outcome, Rejection, Validator};
 use async_trait::async_trait;
 use client::{EtcdConn, EtcdError, Event, Listing, WatchItem};
@@ -237,6 +237,7 @@ impl EtcdSource {
                 st.stored = stored;
                 st.revision = revision;
                 drop(st);
+                self.sink.loaded(Origin::Etcd, false);
                 self.applied.send_replace(revision);
                 return;
             }
@@ -255,6 +256,7 @@ impl EtcdSource {
         }
         if changed || touched.is_none() {
             self.sink.apply(&settled.config.resources);
+            self.sink.loaded(Origin::Etcd, true);
             let r = &settled.config.resources;
             info!(
                 "etcd revision {revision}: configuration applied ({} routes, {} services, {} upstreams)",

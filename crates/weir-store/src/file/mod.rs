@@ -13,7 +13,7 @@
 pub mod writeback;
 
 use crate::set::ResourceSet;
-use crate::source::{Backend, Base, Change, Sink, StoreError};
+use crate::source::{Backend, Base, Change, Origin, Sink, StoreError};
 use crate::validate::Validator;
 use async_trait::async_trait;
 use log::{error, info, warn};
@@ -163,6 +163,7 @@ impl FileSource {
                 st.text = text;
                 st.valid = true;
                 self.sink.apply(&new.resources);
+                self.sink.loaded(Origin::File, true);
                 drop(st);
                 info!(
                     "{shown}: configuration reloaded ({} routes, {} upstreams)",
@@ -176,6 +177,7 @@ impl FileSource {
                     st.text = text;
                     st.valid = false;
                 }
+                self.sink.loaded(Origin::File, false);
                 for e in errors.iter() {
                     error!("{shown}: {e}");
                 }
@@ -295,6 +297,7 @@ impl Backend for FileSource {
         st.text = new_text;
         st.valid = true;
         self.sink.apply(&loaded.config.resources);
+        self.sink.loaded(Origin::Admin, true);
         Ok(())
     }
 }
