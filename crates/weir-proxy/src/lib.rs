@@ -5,6 +5,7 @@
 //! priority levels, retries with a tried set, timeouts, `pass_host`, keepalive pool limits and
 //! `X-Weir-Upstream-Status`. [`server`] builds a Pingora `Server` from a `weir_config::Config`.
 
+mod access_log;
 mod attempt;
 pub mod control;
 mod ctx;

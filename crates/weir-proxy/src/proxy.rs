@@ -25,6 +25,7 @@ use pingora_error::ErrorSource;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+use weir_accesslog::AccessLog;
 use weir_config::{PassHost, Timeout};
 
 /// A hook and the plugin name that enables it on a route (`None`: every routed request).
@@ -40,6 +41,8 @@ pub struct WeirProxy {
     hooks: Vec<Registered>,
     /// Requests in progress (and, once served, client connections), for graceful shutdown.
     tracker: Tracker,
+    /// Where finished requests are logged (`server.access_log`).
+    access_log: Option<Arc<AccessLog>>,
 }
 
 impl WeirProxy {
@@ -60,7 +63,20 @@ impl WeirProxy {
                 },
             ],
             tracker: Tracker::default(),
+            access_log: None,
         }
+    }
+
+    /// Log every finished request to `log` (what `server.access_log` configures; the server
+    /// wiring starts it).
+    pub fn with_access_log(mut self, log: Arc<AccessLog>) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
+    /// The access log, if one is attached.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
     }
 
     /// The counts of open client connections and requests in progress.
@@ -500,6 +516,9 @@ impl ProxyHttp for WeirProxy {
         let metrics = &self.handle.tables().metrics;
         if metrics.enabled() {
             count_request(metrics, session, ctx);
+        }
+        if let Some(log) = &self.access_log {
+            log.log(&crate::access_log::Finished::new(session, ctx));
         }
         if let (Some(resp), Some(up), Some(node)) = (
             session.response_written(),

@@ -13,6 +13,7 @@ use pingora::services::background::{background_service, GenBackgroundService};
 use pingora::services::listening::Service;
 use pingora::services::{ServiceHandle, ServiceWithDependents};
 use std::sync::Arc;
+use weir_accesslog::AccessLog;
 use weir_config::Config;
 use weir_discovery::DiscoveryService;
 use weir_health::HealthService;
@@ -95,11 +96,36 @@ pub fn build_server_after(
 pub fn add_services(
     server: &mut Server,
     cfg: &Config,
-    weir: WeirProxy,
+    mut weir: WeirProxy,
     on_drained: Option<OnDrained>,
     sources: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<ServiceHandle, String> {
     let handle = Arc::clone(weir.handle());
+    if weir.access_log().is_none() {
+        let started = AccessLog::start(&cfg.server.access_log)
+            .map_err(|e| format!("server.access_log: {e}"))?;
+        if let Some(log) = started {
+            weir = weir.with_access_log(log);
+        }
+    }
+    if let Some(log) = weir.access_log() {
+        let l = Arc::clone(log);
+        handle
+            .tables()
+            .metrics
+            .add_collector(Arc::new(move |f: &mut crate::metrics::Families| {
+                f.counter(
+                    "access_log_dropped_total",
+                    "Access log lines dropped: the buffer was full or the write failed.",
+                    &[],
+                    l.dropped(),
+                );
+            }));
+        server.add_service(background_service(
+            "weir access log reopen",
+            ReopenOnSigusr1(Arc::clone(log)),
+        ));
+    }
     let tracker = weir.tracker().clone();
     let mut app = http_proxy(&server.configuration, weir);
     // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
@@ -186,4 +212,35 @@ pub fn control_service(
     );
     svc.add_tcp(&control.listen.to_string());
     svc
+}
+
+/// Reopens the access log file on SIGUSR1 (after logrotate moved it).
+struct ReopenOnSigusr1(Arc<AccessLog>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ReopenOnSigusr1 {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(
+                    "access log: cannot listen for SIGUSR1 ({e}); the file is not reopened on it"
+                );
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = usr1.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    log::info!("SIGUSR1: reopening the access log");
+                    self.0.reopen();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
 }
