@@ -18,6 +18,8 @@ Weir is starting on the listeners of $conf. Try, in another terminal:
   for i in 1 2 3 4 5 6; do curl -s localhost:9080/weighted/x; done      # 3:2:1, interleaved
   curl -si localhost:9080/nowhere                                       # 404 from Weir
   curl -s localhost:9090/v1/healthcheck                                 # health of /demo's nodes
+  curl -s localhost:9090/metrics | grep http_status                     # Prometheus metrics
+  open http://127.0.0.1:9090/ui/ in a browser                           # the status page
 
 MSG
 RUST_LOG="${RUST_LOG:-info}" "$bin/weir" -c "$conf"

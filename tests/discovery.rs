@@ -44,6 +44,17 @@ impl Manual {
     }
 }
 
+impl Manual {
+    /// A failed answer.
+    fn fail(&self, error: &str) {
+        let feed = wait_for(Duration::from_secs(10), || {
+            self.feed.lock().ok().and_then(|f| f.clone())
+        })
+        .expect("the registry was started");
+        feed.failed(error);
+    }
+}
+
 #[async_trait]
 impl Registry for Manual {
     async fn run(&self, feed: Arc<Feed>) {
@@ -281,4 +292,69 @@ fn the_control_api_dumps_what_registries_hold() {
     let (code, body) = p.control_get("/v1/discovery/consul/dump");
     assert_eq!(code, 404);
     assert_eq!(body["error_msg"], "discovery consul is not configured");
+}
+
+#[test]
+fn discovery_answers_and_nodes_are_in_the_metrics() {
+    let a = Backend::start_on("a", "127.0.0.11:0");
+    let b = Backend::start_on("b", "127.0.0.12:0");
+    let ip_node = |b: &Backend, ip: &str| Node::new(ip, b.port(), 1, 0);
+    let m = Manual::new(&[("web", vec![ip_node(&a, "127.0.0.11")])]);
+    let p = start(&m, web());
+    let mut c = p.client();
+    assert_eq!(bodies(&mut c, "/", 1), ["a"]);
+    let s = p.scrape();
+    let updates = |s: &weir_testkit::metrics::Scrape, result: &str| {
+        s.value(
+            "weir_discovery_updates_total",
+            &[("type", "manual"), ("result", result)],
+        )
+    };
+    assert_eq!(updates(&s, "success"), Some(1.0));
+    assert_eq!(updates(&s, "failure"), Some(0.0));
+    assert_eq!(
+        s.value(
+            "weir_discovery_nodes",
+            &[("type", "manual"), ("service", "web")]
+        ),
+        Some(1.0)
+    );
+
+    // The catalog moves to the other node: the new node's series appear, the old one's leave.
+    m.publish(&[("web", vec![ip_node(&b, "127.0.0.12")])]);
+    let moved = wait_for(Duration::from_secs(10), || {
+        (c.get("/").ok()?.body == "b").then_some(())
+    });
+    assert!(moved.is_some());
+    m.fail("registry unreachable");
+    let s = wait_for(Duration::from_secs(10), || {
+        let s = p.scrape();
+        (updates(&s, "failure") == Some(1.0)).then_some(s)
+    })
+    .expect("the failure is counted");
+    assert_eq!(updates(&s, "success"), Some(2.0));
+    assert_eq!(
+        s.value(
+            "weir_discovery_nodes",
+            &[("type", "manual"), ("service", "web")]
+        ),
+        Some(1.0)
+    );
+    let attempts = |node: &str| {
+        s.sum(
+            "weir_upstream_attempts_total",
+            &[
+                ("upstream", "upstreams/web"),
+                ("node", node),
+                ("outcome", "response"),
+            ],
+        )
+    };
+    assert!(attempts("127.0.0.12") >= 1.0);
+    assert_eq!(
+        s.matching("weir_upstream_attempts_total", &[("node", "127.0.0.11")])
+            .count(),
+        0,
+        "a node the registry removed leaves the output"
+    );
 }

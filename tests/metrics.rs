@@ -428,3 +428,102 @@ fn the_binary_counts_reloads_and_honours_the_metric_prefix() {
     drop(w);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn the_status_document_shows_routes_upstreams_and_nodes() {
+    let a = ip_backend("a", "127.0.0.13");
+    let dead = Backend::refused_on([127, 0, 0, 14]);
+    let conf = Conf::new()
+        .control()
+        .upstream(
+            Upstream::list([
+                Node::of(a.addr).weight(3),
+                Node::of(dead.addr()).priority(-1),
+            ])
+            .id("u1")
+            .active_check(serde_json::json!({
+                "type": "tcp",
+                "healthy": {"interval": 1, "successes": 1},
+                "unhealthy": {"interval": 1, "tcp_failures": 1}
+            })),
+        )
+        .route(
+            Route::uris("r1", &["/s/*", "/t"])
+                .host("status.test")
+                .methods(&["GET"])
+                .upstream_id("u1"),
+        )
+        .route(Route::new("orphan", "/orphan"));
+    let p = TestProxy::start(conf);
+    let mut c = p.client();
+    for i in 0..3 {
+        let r = c
+            .request("GET", "/s/x", &[("Host", "status.test")], b"")
+            .expect("request");
+        assert_eq!(r.status, 200);
+        p.wait_finished(i + 1);
+    }
+    let (status, v) = p.control_get("/v1/status");
+    assert_eq!(status, 200);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["hostname"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(v["uptime_seconds"].as_f64().is_some());
+    assert!(v["now"].as_f64().is_some_and(|t| t > 1.7e9));
+    let routes = v["routes"].as_array().expect("routes");
+    let r1 = routes.iter().find(|r| r["id"] == "r1").expect("r1");
+    assert_eq!(r1["uris"], serde_json::json!(["/s/*", "/t"]));
+    assert_eq!(r1["hosts"], serde_json::json!(["status.test"]));
+    assert_eq!(r1["methods"], serde_json::json!(["GET"]));
+    assert_eq!(r1["upstream"], "upstreams/u1");
+    assert_eq!(r1["service_id"], serde_json::Value::Null);
+    assert_eq!(
+        (r1["requests"].as_u64(), r1["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert!(r1["p99_ms"].as_f64().is_some());
+    let orphan = routes.iter().find(|r| r["id"] == "orphan").expect("orphan");
+    assert_eq!(orphan["upstream"], serde_json::Value::Null);
+    assert_eq!(orphan["p99_ms"], serde_json::Value::Null);
+
+    let ups = v["upstreams"].as_array().expect("upstreams");
+    assert_eq!(ups.len(), 1);
+    let u1 = &ups[0];
+    assert_eq!(u1["key"], "upstreams/u1");
+    assert_eq!(u1["type"], "roundrobin");
+    assert_eq!(u1["scheme"], "http");
+    assert_eq!(u1["checks"], true);
+    assert_eq!(
+        (u1["requests"].as_u64(), u1["retries"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let nodes = u1["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    let live = &nodes[0];
+    assert_eq!(live["host"], "127.0.0.13");
+    assert_eq!(live["port"], a.port());
+    assert_eq!(
+        (live["weight"].as_u64(), live["priority"].as_i64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(live["health"], "healthy");
+    assert_eq!(live["ejected_until"], serde_json::Value::Null);
+    assert_eq!(live["in_flight"], 0);
+    assert_eq!(
+        (live["requests"].as_u64(), live["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let counts: Vec<u64> = live["latency"]["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .filter_map(|n| n.as_u64())
+        .collect();
+    assert_eq!(counts.len(), 16);
+    assert_eq!(counts.iter().sum::<u64>(), 3, "one observation per attempt");
+    assert_eq!(live["latency"]["le"][15], serde_json::Value::Null);
+    assert!(live["p99_ms"].as_f64().is_some());
+    let backup = &nodes[1];
+    assert_eq!(backup["priority"], -1);
+    assert_eq!(backup["requests"], 0, "the lower level got nothing");
+    assert_eq!(backup["p99_ms"], serde_json::Value::Null);
+}

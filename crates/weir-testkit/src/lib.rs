@@ -10,13 +10,13 @@ mod client;
 pub mod config;
 pub mod dns_server;
 pub mod etcd;
-pub mod metrics;
 pub mod fake_consul;
 pub mod fake_kubernetes;
 pub mod fake_nacos;
 pub mod grpc;
 #[cfg(test)]
 mod layout;
+pub mod metrics;
 pub mod pki;
 pub mod process;
 mod proxy;

@@ -41,6 +41,8 @@ pub struct TestProxy {
     finished: Arc<AtomicU64>,
     trigger: ShutdownTrigger,
     thread: Option<JoinHandle<()>>,
+    /// The proxy's pid file and upgrade socket directory.
+    dir: std::path::PathBuf,
     /// Declared last: released only after the server thread has stopped.
     _ports: Vec<crate::PortReservation>,
 }
@@ -112,6 +114,7 @@ impl TestProxy {
             c.listen = ([127, 0, 0, 1], reserve()).into();
             c.listen
         });
+        // Pid file and upgrade socket; removed when the proxy is dropped.
         let dir = std::env::temp_dir().join(format!("weir-test-{}-{port}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         cfg.server.pid_file = dir.join("weir.pid").display().to_string();
@@ -148,6 +151,7 @@ impl TestProxy {
             assert!(up.is_some(), "TLS listener did not start on {t}");
         }
         TestProxy {
+            dir,
             addr,
             control,
             tls,
@@ -266,5 +270,6 @@ impl Drop for TestProxy {
                 );
             }
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
