@@ -60,8 +60,9 @@ pub use server::{
     AdminConfig, ConfigSource, ControlConfig, EtcdSource, EtcdTls, ServerConfig, TlsListen,
 };
 pub use upstream::{
-    ActiveCheck, CheckType, Checks, ClientCert, HashOn, KeepalivePool, LbType, Node, PassHost,
-    PassiveCheck, Scheme, Targets, Upstream, UpstreamTls, Var,
+    ActiveCheck, CheckType, Checks, ClientCert, FailurePercentage, HashOn, KeepalivePool, LbType,
+    Limits, Node, OutlierDetection, PassHost, PassiveCheck, RetryBudget, Scheme, SlowStart,
+    Targets, Upstream, UpstreamTls, Var,
 };
 
 use serde_json::Value;

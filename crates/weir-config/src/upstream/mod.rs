@@ -4,6 +4,7 @@
 pub mod checks;
 pub mod hash;
 pub mod nodes;
+pub mod resilience;
 pub mod tls;
 
 use crate::common::{parse_id, ser_secs, valid_host_syntax, Id, Meta, Timeout};
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use checks::{ActiveCheck, CheckType, Checks, PassiveCheck};
 pub use hash::{HashOn, Part, Template, Var};
 pub use nodes::Node;
+pub use resilience::{FailurePercentage, Limits, OutlierDetection, RetryBudget, SlowStart};
 pub use tls::{ClientCert, UpstreamTls};
 
 /// Load-balancing algorithm (`type`): a built-in, or an algorithm the embedding program
@@ -104,6 +106,10 @@ const UPSTREAM_MEMBERS: &[&str] = &[
     "client_cert_id",
     "client_cert",
     "client_key",
+    "outlier_detection",
+    "slow_start",
+    "limits",
+    "healthy_panic_threshold",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -216,6 +222,24 @@ pub struct Upstream {
     pub keepalive_pool: KeepalivePool,
     pub checks: Option<Checks>,
     pub tls: UpstreamTls,
+    /// Eject nodes that keep failing (Weir extension). `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Ramp the weight of a node that joins or comes back (Weir extension). `None`: full
+    /// weight at once. Ignored by `chash`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
+    /// Caps on requests and retries in flight (Weir extension). `None`: unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Percent (0..100) of usable nodes below which the upstream ignores health and uses
+    /// every node (Weir extension). 0: off.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub healthy_panic_threshold: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Upstream {
@@ -310,6 +334,7 @@ pub fn parse_upstream(
         .take("checks")
         .and_then(|(v, cp)| checks::parse_checks(v, &cp, cx, env));
     let tls = UpstreamTls::parse(&mut o, cx);
+    let resilience = resilience::parse(&mut o, cx, lb.as_ref());
     if tls.is_configured() && !scheme.is_tls() {
         cx.warn(
             p,
@@ -337,6 +362,10 @@ pub fn parse_upstream(
         keepalive_pool,
         checks,
         tls,
+        outlier_detection: resilience.outlier_detection,
+        slow_start: resilience.slow_start,
+        limits: resilience.limits,
+        healthy_panic_threshold: resilience.healthy_panic_threshold,
     })
 }
 

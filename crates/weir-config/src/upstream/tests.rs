@@ -37,6 +37,59 @@ fn defaults_of_an_upstream_with_only_nodes() {
     assert!(u.checks.is_none());
     assert!(!u.tls.verify);
     assert_eq!(u.hash_on, None);
+    assert_eq!(u.outlier_detection, None);
+    assert_eq!(u.slow_start, None);
+    assert_eq!(u.limits, None);
+    assert_eq!(u.healthy_panic_threshold, 0);
+    // Nothing of the resilience extensions shows when they are off.
+    let v = serde_json::to_value(&u).unwrap();
+    for k in [
+        "outlier_detection",
+        "slow_start",
+        "limits",
+        "healthy_panic_threshold",
+    ] {
+        assert!(v.get(k).is_none(), "{k}");
+    }
+}
+
+#[test]
+fn resilience_members_are_read_and_checked_in_place() {
+    let u = parse(
+        json!({"nodes": {}, "outlier_detection": {}, "slow_start": {"window": 5},
+                         "limits": {"max_requests": 10}, "healthy_panic_threshold": 40}),
+    )
+    .unwrap();
+    assert_eq!(u.outlier_detection, Some(OutlierDetection::default()));
+    assert_eq!(u.slow_start.map(|s| s.window), Some(Duration::from_secs(5)));
+    assert_eq!(u.limits.map(|l| l.max_requests), Some(10));
+    assert_eq!(u.healthy_panic_threshold, 40);
+    let v = serde_json::to_value(&u).unwrap();
+    assert_eq!(v["slow_start"]["window"], json!(5.0));
+    assert_eq!(v["healthy_panic_threshold"], json!(40));
+    assert_eq!(
+        parse(json!({"nodes": {}, "healthy_panic_threshold": -1, "limits": {"max_retry": 1}}))
+            .unwrap_err(),
+        [
+            "limits.max_retry: unknown field",
+            "healthy_panic_threshold: must be 0..100, got -1",
+        ]
+    );
+    // slow_start on chash: valid, with a warning at the block.
+    let mut cx = Cx::default();
+    let v = json!({"type": "chash", "key": "uri", "nodes": {}, "slow_start": {}});
+    let p = Path::root().field("upstream");
+    let u = parse_upstream(&v, &p, &mut cx, &Env::default(), Placement::Inline).unwrap();
+    assert!(cx.errors.is_empty());
+    assert_eq!(u.slow_start, Some(SlowStart::default()));
+    assert_eq!(cx.warnings.len(), 1);
+    assert!(
+        cx.warnings[0]
+            .to_string()
+            .starts_with("upstream.slow_start: ignored: chash"),
+        "{}",
+        cx.warnings[0]
+    );
 }
 
 #[test]
@@ -284,7 +337,18 @@ mod algorithms {
 
     #[test]
     fn builtin_and_member_names_are_reserved() {
-        for n in ["chash", "roundrobin", "nodes", "retries", "tls", "key"] {
+        for n in [
+            "chash",
+            "roundrobin",
+            "nodes",
+            "retries",
+            "tls",
+            "key",
+            "outlier_detection",
+            "slow_start",
+            "limits",
+            "healthy_panic_threshold",
+        ] {
             assert!(reserved_algorithm_name(n), "{n}");
         }
         assert!(!reserved_algorithm_name("spread"));
