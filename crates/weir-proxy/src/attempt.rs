@@ -173,6 +173,14 @@ impl Attempt {
                 End::Stale | End::Abandoned => {}
             }
         }
+        let outcome = match end {
+            End::Failed { .. } => Some(weir_resilience::Outcome::LocalFailure),
+            End::Discarded(s) | End::Relayed(s) => Some(weir_resilience::Outcome::Status(s)),
+            End::Stale | End::Abandoned => None,
+        };
+        if let Some(outcome) = outcome {
+            crate::resilience::report_outcome(&self.up, self.node, outcome);
+        }
         let (sample, report) = match end {
             End::Failed { fail, retried } => {
                 let timed_out = fail.timed_out();

@@ -3,6 +3,7 @@
 //! `GET /metrics` (Prometheus), `GET /v1/status` and the status page `GET /ui/`.
 
 use crate::handle::SnapshotHandle;
+use crate::upstream::{NodeRuntime, UpstreamRuntime};
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -78,8 +79,21 @@ impl ControlApi {
         }
         let table = &self.handle.tables().health;
         let path = path.trim_end_matches('/');
+        let snap = self.handle.load();
         if path == "/v1/healthcheck" {
-            let all: Vec<Value> = table.checkers().iter().map(|c| entry(c)).collect();
+            let mut all: Vec<Value> = table
+                .checkers()
+                .iter()
+                .map(|c| entry(c, snap.upstreams.get(c.key()).map(|u| &**u)))
+                .collect();
+            // Upstreams with outlier detection and no checks are listed too.
+            let mut outliers: Vec<_> = snap
+                .upstreams
+                .values()
+                .filter(|u| u.health.is_none() && u.resilience.outlier.is_some())
+                .collect();
+            outliers.sort_by(|a, b| a.key.cmp(&b.key));
+            all.extend(outliers.into_iter().map(|u| outlier_entry(u)));
             return (200, Value::Array(all));
         }
         if let Some(name) = path
@@ -105,7 +119,14 @@ impl ControlApi {
         }
         let key = format!("{kind}/{id}");
         if let Some(c) = table.get(&key) {
-            return (200, entry(&c));
+            return (200, entry(&c, snap.upstreams.get(&key).map(|u| &**u)));
+        }
+        if let Some(u) = snap
+            .upstreams
+            .get(&key)
+            .filter(|u| u.resilience.outlier.is_some())
+        {
+            return (200, outlier_entry(u));
         }
         let msg = if self.handle.load().known.contains(&key) {
             format!("no checker for {kind}[{id}]")
@@ -157,14 +178,16 @@ impl ControlApi {
     }
 }
 
-/// One checker as the control API shows it.
-fn entry(c: &Checker) -> Value {
+/// One checker as the control API shows it; with outlier detection on `up`, each node also
+/// carries `ejected_until` (unix seconds or null) and `ejections` (its ejection level).
+fn entry(c: &Checker, up: Option<&UpstreamRuntime>) -> Value {
+    let outlier = up.filter(|u| u.resilience.outlier.is_some());
     let nodes: Vec<Value> = c
         .targets()
         .iter()
         .map(|t| {
             let h = t.health();
-            json!({
+            let mut v = json!({
                 "ip": t.id.ip.to_string(),
                 "port": t.id.port,
                 "hostname": t.id.hostname,
@@ -175,10 +198,53 @@ fn entry(c: &Checker) -> Value {
                     "tcp_failure": h.counters.tcp_failure,
                     "timeout_failure": h.counters.timeout_failure,
                 },
-            })
+            });
+            if let Some(u) = outlier {
+                let node = u.nodes.iter().find(|n| n.addr == t.addr());
+                add_outlier_fields(&mut v, u, node);
+            }
+            v
         })
         .collect();
     json!({"name": c.key(), "type": &*c.check_type(), "nodes": nodes})
+}
+
+/// An upstream with outlier detection and no checks: `type: "outlier"`, a node `unhealthy`
+/// while ejected.
+fn outlier_entry(u: &UpstreamRuntime) -> Value {
+    let now = weir_resilience::now_ms();
+    let nodes: Vec<Value> = u
+        .nodes
+        .iter()
+        .map(|n| {
+            let ejected = n.outlier.as_ref().is_some_and(|o| o.is_ejected(now));
+            let mut v = json!({
+                "ip": n.addr.ip().to_string(),
+                "port": n.port,
+                "hostname": if n.host_is_ip { Value::Null } else { json!(n.host) },
+                "status": if ejected { "unhealthy" } else { "healthy" },
+                "counter": {"success": 0, "http_failure": 0, "tcp_failure": 0, "timeout_failure": 0},
+            });
+            add_outlier_fields(&mut v, u, Some(n));
+            v
+        })
+        .collect();
+    json!({"name": u.key, "type": "outlier", "nodes": nodes})
+}
+
+fn add_outlier_fields(v: &mut Value, u: &UpstreamRuntime, n: Option<&NodeRuntime>) {
+    let now = weir_resilience::now_ms();
+    let (until, level) = match (n.and_then(|n| n.outlier.as_ref()), &u.resilience.outlier) {
+        (Some(o), Some((params, _))) => (
+            crate::status::ejected_until(n.unwrap_or(&u.nodes[0])),
+            o.ejection_level(now, params),
+        ),
+        _ => (Value::Null, 0),
+    };
+    if let Value::Object(m) = v {
+        m.insert("ejected_until".into(), until);
+        m.insert("ejections".into(), json!(level));
+    }
 }
 
 fn json_answer(status: u16, v: &Value) -> Answer {

@@ -140,6 +140,10 @@ pub(crate) struct Tries {
     pub log: SmallVec<[AttemptLog; 2]>,
     /// The relayed attempt's time to its response header (`http_latency{type="upstream"}`).
     pub upstream_time: Option<std::time::Duration>,
+    /// The retry in flight holds its place under `max_retries` or the retry budget.
+    pub retry_permit: Option<weir_resilience::RetryPermit>,
+    /// A limit refused this request (`X-Weir-Overflow`).
+    pub overflow: Option<weir_resilience::Overflow>,
 }
 
 /// One ended attempt, as the access log shows it.
@@ -180,6 +184,8 @@ impl Tries {
     pub fn finish(&mut self, attempt: Attempt, end: End) {
         self.note(end, &attempt);
         attempt.finish(end);
+        // The attempt a retry permit was taken for has ended.
+        self.retry_permit = None;
     }
 
     /// `attempt`'s response header is relayed: record it, and hold the attempt until the
@@ -187,6 +193,7 @@ impl Tries {
     pub fn relay(&mut self, mut attempt: Attempt, status: u16) {
         self.note(End::Relayed(status), &attempt);
         self.upstream_time = Some(attempt.elapsed());
+        self.retry_permit = None;
         attempt.relaying(status);
         self.phase = Phase::Relaying(attempt);
     }
@@ -274,6 +281,8 @@ pub struct RequestCtx {
     pub(crate) _live: Option<crate::drain::LiveRequest>,
     /// When the request's header had been read (`$request_time`, `http_latency`).
     pub(crate) start: Option<Instant>,
+    /// The request's place under the upstream's `max_requests`.
+    pub(crate) permit: Option<weir_resilience::RequestPermit>,
 }
 
 impl RequestCtx {

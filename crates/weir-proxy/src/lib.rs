@@ -23,6 +23,7 @@ pub mod plugin;
 mod pool;
 mod proxy;
 pub mod request_id;
+pub mod resilience;
 mod respond;
 mod retry;
 pub mod router;

@@ -13,7 +13,7 @@ use crate::key_auth::KeyAuthPlugin;
 use crate::metrics::{record_request, Fail, Finished};
 use crate::plugin::{Plugin, PluginHook};
 use crate::request_id::RequestIdPlugin;
-use crate::respond::respond_json;
+use crate::respond::{respond_json, respond_json_with};
 use crate::retry::{self, Attempted, Decision, Outcome};
 use crate::router::strip_port;
 use crate::upstream::sni_for;
@@ -22,6 +22,7 @@ use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora_error::ErrorSource;
+use smallvec::SmallVec;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,6 +160,7 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.handle.tables().resilience.mark_traffic();
         let route = {
             let snap = self.handle.current.load();
             let req = session.req_header();
@@ -192,6 +194,22 @@ impl ProxyHttp for WeirProxy {
             respond_json(session, 503, r#"{"error_msg":"no available node"}"#, None).await?;
             return Ok(true);
         }
+        if let Some((params, limits)) = &up.resilience.limits {
+            // Overflow answers attempt nothing and report nothing to health.
+            let refused = match limits.try_request(params) {
+                Ok(permit) => {
+                    ctx.permit = Some(permit);
+                    up.all_full()
+                        .then_some(weir_resilience::Overflow::MaxRequestsPerNode)
+                }
+                Err(o) => Some(o),
+            };
+            if let Some(o) = refused {
+                count_overflow(&up, o);
+                respond_overloaded(session, o).await?;
+                return Ok(true);
+            }
+        }
         if let Some(h) = &up.conf.hash_on {
             crate::hash_key::hash_key(session, h, ctx.hook.consumer(), &mut ctx.hash_key);
         }
@@ -222,6 +240,12 @@ impl ProxyHttp for WeirProxy {
                 Some(i) => {
                     tries.attempts += 1;
                     i
+                }
+                None if tries.attempts == 0 && up.all_full() => {
+                    let o = weir_resilience::Overflow::MaxRequestsPerNode;
+                    count_overflow(&up, o);
+                    tries.overflow = Some(o);
+                    return Err(own_error(503, "every node is full"));
                 }
                 None if tries.attempts == 0 => return Err(own_error(502, "no node can be picked")),
                 None => {
@@ -370,12 +394,22 @@ impl ProxyHttp for WeirProxy {
             retry_on_status: &up.conf.retry_on_status,
             stale_retry_used: tries.stale_retry_used,
         };
-        match retry::decide(&facts, || tries.budget(up)) {
+        let mut decision = retry::decide(&facts, || tries.budget(up));
+        let mut permit = None;
+        if decision == Decision::Retry {
+            permit = retry_permit(up, tries);
+            if permit.is_none() {
+                // The retry budget refuses the retry: this response is the answer.
+                decision = Decision::Relay;
+            }
+        }
+        match decision {
             Decision::Retry => {
                 if let Some(m) = &up.metrics {
                     m.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 tries.finish(attempt, End::Discarded(status));
+                tries.retry_permit = permit.flatten();
                 tries.phase = Phase::Discarded;
                 let mut e = Error::explain(ErrorType::HTTPStatus(status), "retry_on_status");
                 e.set_retry(true);
@@ -397,6 +431,9 @@ impl ProxyHttp for WeirProxy {
     ) -> Result<()> {
         if let Some(v) = ctx.tries.upstream_status_header() {
             resp.insert_header("X-Weir-Upstream-Status", v)?;
+        }
+        if let Some(o) = ctx.tries.overflow {
+            resp.insert_header("X-Weir-Overflow", o.as_str())?;
         }
         for r in &self.hooks {
             if !applies(r, &ctx.hook) {
@@ -483,7 +520,9 @@ impl ProxyHttp for WeirProxy {
         if code > 0 && session.response_written().is_none() {
             // Pingora closes the client connection after a failed proxy attempt: say so.
             session.as_downstream_mut().set_keepalive(None);
+            let overflow = ctx.tries.overflow;
             let body = match code {
+                503 if overflow.is_some() && ctx.tries.attempts == 0 => OVERLOADED,
                 502 => r#"{"error_msg":"502 Bad Gateway"}"#,
                 503 => r#"{"error_msg":"503 Service Unavailable"}"#,
                 504 => r#"{"error_msg":"504 Gateway Timeout"}"#,
@@ -491,7 +530,14 @@ impl ProxyHttp for WeirProxy {
                 _ => r#"{"error_msg":"internal error"}"#,
             };
             let status_list = ctx.tries.upstream_status_header();
-            if let Err(we) = respond_json(session, code, body, status_list.as_deref()).await {
+            let mut headers: SmallVec<[(&'static str, &str); 2]> = SmallVec::new();
+            if let Some(s) = status_list.as_deref() {
+                headers.push(("X-Weir-Upstream-Status", s));
+            }
+            if let Some(o) = overflow {
+                headers.push(("X-Weir-Overflow", o.as_str()));
+            }
+            if let Err(we) = respond_json_with(session, code, body, &headers).await {
                 log::debug!("cannot send error response: {we}");
             }
         }
@@ -535,6 +581,49 @@ impl ProxyHttp for WeirProxy {
             }
             r.hook.logging(session, e, &mut ctx.hook).await;
         }
+    }
+}
+
+/// The answer to a request a limit refused before any attempt.
+const OVERLOADED: &str = r#"{"error_msg":"upstream overloaded"}"#;
+
+/// Answer a request a limit refused: 503, `X-Weir-Overflow: <limit>`, nothing attempted.
+async fn respond_overloaded(session: &mut Session, o: weir_resilience::Overflow) -> Result<()> {
+    respond_json_with(session, 503, OVERLOADED, &[("X-Weir-Overflow", o.as_str())]).await
+}
+
+/// Count a refusal in `upstream_overflow_total`.
+fn count_overflow(up: &crate::upstream::UpstreamRuntime, o: weir_resilience::Overflow) {
+    if let Some(m) = &up.metrics {
+        m.overflows[crate::resilience::overflow_index(o)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A permit for the retry just decided, or `None` when `max_retries` or the retry budget
+/// refuses it (recorded for `X-Weir-Overflow` and counted). Always a permit without limits.
+fn retry_permit(
+    up: &crate::upstream::UpstreamRuntime,
+    tries: &mut crate::ctx::Tries,
+) -> Option<Option<weir_resilience::RetryPermit>> {
+    let Some((params, limits)) = &up.resilience.limits else {
+        return Some(None);
+    };
+    match limits.try_retry(params) {
+        Ok(p) => Some(Some(p)),
+        Err(o) => {
+            count_overflow(up, o);
+            tries.overflow = Some(o);
+            None
+        }
+    }
+}
+
+/// The status an attempt's failure answers with.
+fn fail_status(fail: Fail) -> u16 {
+    if fail.timed_out() {
+        504
+    } else {
+        502
     }
 }
 
@@ -603,6 +692,15 @@ fn settle(
         outcome.timed_out(),
         matches!(outcome, Outcome::Connect { .. }),
     );
+    let mut decision = decision;
+    let mut permit = None;
+    if decision == Decision::Retry {
+        permit = retry_permit(up, tries);
+        if permit.is_none() {
+            // The retry budget refuses the retry: this attempt's failure is the answer.
+            decision = Decision::Fail(fail_status(fail));
+        }
+    }
     match decision {
         Decision::Retry => {
             if let Some(m) = &up.metrics {
@@ -614,7 +712,8 @@ fn settle(
                     fail,
                     retried: true,
                 },
-            )
+            );
+            tries.retry_permit = permit.flatten();
         }
         Decision::RetryStaleSameNode => {
             tries.stale_retry_used = true;

@@ -44,6 +44,8 @@ pub struct Tables {
     pub algorithms: AlgorithmRegistry,
     /// Metric state (see [`crate::metrics`]); counting is on once enabled.
     pub metrics: crate::metrics::MetricsTables,
+    /// Outlier detection, slow start and limits state (see [`crate::resilience`]).
+    pub resilience: crate::resilience::ResilienceTables,
 }
 
 impl Tables {
@@ -65,6 +67,7 @@ impl Tables {
         self.pools.prune();
         self.h2_epochs.prune();
         self.metrics.prune();
+        self.resilience.prune();
     }
 }
 
@@ -321,6 +324,7 @@ fn compile_upstream(
                 .h2_epochs
                 .get_or_insert(node_key.clone(), |_| true, AtomicU64::default);
         let metrics = tables.metrics.node(&key, &identity, n.port);
+        let (outlier, ramp) = tables.resilience.node(&key, &identity, n.port, conf);
         let state = tables
             .nodes
             .get_or_insert(node_key, |_| true, NodeState::default);
@@ -349,6 +353,8 @@ fn compile_upstream(
             h2_epoch,
             peer,
             metrics,
+            outlier,
+            ramp,
         });
     }
     // Health: the checker of this key, kept across reloads; targets by identity.
@@ -394,6 +400,7 @@ fn compile_upstream(
                 || LevelState {
                     selector: build_selector(&key, algorithm.as_ref(), &params, members),
                     spec: spec.clone(),
+                    ramp_seq: AtomicU64::new(0),
                 },
             );
             Level {
@@ -406,6 +413,7 @@ fn compile_upstream(
         .collect();
     UpstreamRuntime {
         metrics: tables.metrics.upstream(&key),
+        resilience: tables.resilience.upstream(&key, conf),
         key,
         conf: conf.clone(),
         nodes,

@@ -28,6 +28,17 @@ fn buckets(h: &HistogramSnapshot) -> Value {
     json!({"le": le, "counts": h.buckets.to_vec()})
 }
 
+/// When node `n`'s ejection ends (unix seconds), if it is ejected.
+pub(crate) fn ejected_until(n: &crate::upstream::NodeRuntime) -> Value {
+    let now = weir_resilience::now_ms();
+    n.outlier
+        .as_ref()
+        .and_then(|o| o.ejected_until_ms(now))
+        .map_or(Value::Null, |ms| {
+            json!(weir_resilience::Clock::to_unix_ms(ms) as f64 / 1000.0)
+        })
+}
+
 /// The status document.
 pub fn status(handle: &SnapshotHandle) -> Value {
     let snap = handle.load();
@@ -103,7 +114,7 @@ pub fn status(handle: &SnapshotHandle) -> Value {
                         "weight": n.weight,
                         "priority": priority,
                         "health": health,
-                        "ejected_until": Value::Null,
+                        "ejected_until": ejected_until(n),
                         "in_flight": n.state.in_flight(),
                         "requests": n.metrics.as_ref().map_or(0, |m| m.attempts()),
                         "errors": n.metrics.as_ref().map_or(0, |m| m.errors()),

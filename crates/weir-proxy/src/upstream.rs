@@ -45,6 +45,10 @@ pub struct NodeRuntime {
     pub peer: HttpPeer,
     /// The node's counts (`None` with metrics off).
     pub metrics: Option<Arc<crate::metrics::NodeMetrics>>,
+    /// Outlier detection state (upstreams with `outlier_detection`).
+    pub outlier: Option<Arc<weir_resilience::NodeOutlier>>,
+    /// Slow-start state (upstreams with `slow_start`, except `chash`).
+    pub ramp: Option<Arc<crate::resilience::NodeRamp>>,
 }
 
 /// What a level's balancer is built from; the balancer (round-robin cycle, ring, rotation) is
@@ -64,6 +68,8 @@ pub struct LevelSpec {
 pub struct LevelState {
     pub spec: LevelSpec,
     pub selector: Box<dyn LevelSelector>,
+    /// Picks made while a node of the level ramps (slow start).
+    pub ramp_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for LevelState {
@@ -100,6 +106,8 @@ pub struct UpstreamRuntime {
     pub latency_samples: bool,
     /// The upstream's counts (`None` with metrics off).
     pub metrics: Option<Arc<crate::metrics::UpstreamMetrics>>,
+    /// Outlier detection, slow start, limits and the panic threshold.
+    pub resilience: crate::resilience::UpstreamResilience,
 }
 
 impl NodeRuntime {
@@ -108,6 +116,23 @@ impl NodeRuntime {
     pub fn is_up(&self) -> bool {
         self.health.as_ref().is_none_or(|t| t.is_up())
     }
+
+    /// Up and not ejected by outlier detection at `now` (resilience clock, ms).
+    #[inline]
+    pub fn is_usable(&self, now: u64) -> bool {
+        self.is_up() && self.outlier.as_ref().is_none_or(|o| !o.is_ejected(now))
+    }
+}
+
+/// How one pick filters nodes, decided once per pick.
+#[derive(Debug, Clone, Copy)]
+struct Filter {
+    /// Skip unusable nodes (some are, not all, and no panic).
+    usable: bool,
+    /// Skip nodes at `max_requests_per_node` (0: no limit).
+    per_node: u64,
+    /// The resilience clock, when ejections are looked at.
+    now: u64,
 }
 
 /// Per-request selection state: the current level and the nodes tried at it.
@@ -128,29 +153,70 @@ impl UpstreamRuntime {
         retries.saturating_add(1)
     }
 
-    /// Whether selection must skip down nodes right now: some node is down, not all.
+    /// How picks filter right now. With health checks only: down nodes are skipped while
+    /// some node is up (one atomic read). With outlier detection or a panic threshold the
+    /// usable nodes (up, not ejected) are counted: unusable ones are skipped while some node
+    /// is usable and the usable share is not below `healthy_panic_threshold` (panic: every
+    /// node is eligible, counted in `upstream_panic_total` when `panicked` is given).
     #[inline]
-    fn health_filtering(&self) -> bool {
-        self.health.as_ref().is_some_and(|h| h.filtering())
+    fn filter(&self, panicked: bool) -> Filter {
+        let r = &self.resilience;
+        let per_node = r.per_node_limit();
+        if !r.counts_usable() {
+            return Filter {
+                usable: self.health.as_ref().is_some_and(|h| h.filtering()),
+                per_node,
+                now: 0,
+            };
+        }
+        let now = weir_resilience::now_ms();
+        let usable = self.nodes.iter().filter(|n| n.is_usable(now)).count();
+        let total = self.nodes.len();
+        let panic = usable < total && weir_resilience::in_panic(usable, total, r.panic_threshold);
+        if panic && panicked {
+            if let Some(m) = &self.metrics {
+                m.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Filter {
+            usable: usable > 0 && usable < total && !panic,
+            per_node,
+            now,
+        }
     }
 
     #[inline]
-    fn eligible(&self, walk: &Walk, idx: usize, filtering: bool) -> bool {
-        !walk.tried.contains(&(idx as u32)) && (!filtering || self.nodes[idx].is_up())
+    fn eligible(&self, walk: &Walk, idx: usize, f: Filter) -> bool {
+        let n = &self.nodes[idx];
+        !walk.tried.contains(&(idx as u32))
+            && (!f.usable || n.is_usable(f.now))
+            && (f.per_node == 0 || n.state.in_flight() < f.per_node)
+    }
+
+    /// Whether every node is at `max_requests_per_node` (an overflow, not a failure).
+    pub(crate) fn all_full(&self) -> bool {
+        let limit = self.resilience.per_node_limit();
+        limit > 0 && self.nodes.iter().all(|n| n.state.in_flight() >= limit)
     }
 
     /// Pick the next node for this request, walking down the levels as they run out. Down
-    /// nodes are skipped while some node is up (docs/health-checks.md).
+    /// and ejected nodes are skipped while some node is usable (docs/health-checks.md,
+    /// docs/resilience.md); full nodes are skipped.
     pub fn pick(&self, key: &[u8], walk: &mut Walk) -> Option<usize> {
-        if self.nodes.len() == 1 {
+        let f = self.filter(walk.level == 0 && walk.tried.is_empty());
+        if self.nodes.len() == 1 && f.per_node == 0 {
             // Single-node upstream: no tried set, no health, every retry goes to the node.
             return Some(0);
         }
-        let filtering = self.health_filtering();
         while let Some(level) = self.levels.get(walk.level) {
             let start = level.start;
-            let ok = |i: usize| self.eligible(walk, start + i, filtering);
-            let eligible = if walk.tried.is_empty() && !filtering {
+            let ok = |i: usize| self.eligible(walk, start + i, f);
+            if let Some(i) = self.ramping_pick(level, &ok) {
+                let idx = start + i;
+                walk.tried.push(idx as u32);
+                return Some(idx);
+            }
+            let eligible = if walk.tried.is_empty() && !f.usable && f.per_node == 0 {
                 Eligible::All
             } else {
                 Eligible::Only(&ok)
@@ -173,20 +239,38 @@ impl UpstreamRuntime {
         None
     }
 
+    /// With slow start: note which nodes of `level` became usable (their ramp starts) and,
+    /// while one ramps, pick by effective weights; `None` otherwise (the level's selector
+    /// picks).
+    fn ramping_pick(&self, level: &Level, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let params = self.resilience.slow_start.as_ref()?;
+        let now = weir_resilience::now_ms();
+        let mut ramping = false;
+        for n in &self.nodes[level.start..level.end] {
+            if let Some(r) = &n.ramp {
+                r.observe(n.is_usable(now), now);
+                ramping |= r.slow.factor(now, params) < 1.0;
+            }
+        }
+        if !ramping {
+            return None;
+        }
+        crate::resilience::ramp_pick(level, &self.nodes, &self.conf.lb, params, now, ok)
+    }
+
     /// Whether [`pick`](Self::pick) would find another node, without moving any state.
     pub fn has_candidate(&self, walk: &Walk) -> bool {
-        if self.nodes.len() == 1 {
+        let f = self.filter(false);
+        if self.nodes.len() == 1 && f.per_node == 0 {
             return true;
         }
-        let filtering = self.health_filtering();
         let Some(level) = self.levels.get(walk.level) else {
             return false;
         };
-        (level.start..level.end)
-            .any(|i| self.pickable(level, i) && self.eligible(walk, i, filtering))
+        let fresh = Walk::default();
+        (level.start..level.end).any(|i| self.pickable(level, i) && self.eligible(walk, i, f))
             || self.levels[walk.level + 1..].iter().any(|l| {
-                (l.start..l.end)
-                    .any(|i| self.pickable(l, i) && (!filtering || self.nodes[i].is_up()))
+                (l.start..l.end).any(|i| self.pickable(l, i) && self.eligible(&fresh, i, f))
             })
     }
 

@@ -59,6 +59,9 @@ pub struct NodeMetrics {
     pub(crate) errors: AtomicU64,
     /// Attempts' time to the response header.
     pub(crate) latency: Histogram,
+    /// Outlier ejections by reason (consecutive_5xx, consecutive_gateway_failure,
+    /// consecutive_local_origin_failure, failure_percentage).
+    pub(crate) ejections: [AtomicU64; 4],
 }
 
 impl NodeMetrics {
@@ -85,6 +88,10 @@ pub struct UpstreamMetrics {
     pub(crate) requests: AtomicU64,
     /// Attempts after the first (a free repeat on a stale pooled connection is not one).
     pub(crate) retries: AtomicU64,
+    /// Refusals by limit ([`crate::resilience::OVERFLOW_LIMITS`]).
+    pub(crate) overflows: [AtomicU64; 5],
+    /// Requests picked in panic mode.
+    pub(crate) panics: AtomicU64,
 }
 
 impl UpstreamMetrics {

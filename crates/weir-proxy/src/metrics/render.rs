@@ -2,6 +2,7 @@
 
 use super::{MetricsTables, ReloadSource, LATENCY_TYPES, OUTCOMES};
 use crate::handle::SnapshotHandle;
+use crate::resilience::{EJECT_REASONS, OVERFLOW_LIMITS};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,6 +40,9 @@ const H_DISC_UPDATES: &str = "Answers of each discovery registry, by result.";
 const H_DISC_NODES: &str = "Nodes each discovery registry holds per service.";
 const H_RELOADS: &str = "Configuration loads, by source and result.";
 const H_LAST_RELOAD: &str = "Unix time of the last successful configuration load.";
+
+/// A node's (or an IP's) attempts by outcome, connections, in-flight count and ejections.
+type NodeSums = ([u64; 5], [u64; 2], u64, [u64; 4]);
 
 /// Aggregation key of the families without the matched pattern labels.
 type SeriesKey = (String, String, String, String);
@@ -217,9 +221,33 @@ fn collect(handle: &SnapshotHandle, f: &mut Families) {
                 &[("upstream", &up.key)],
                 um.retries(),
             );
+            let r = &up.resilience;
+            let limits: &[usize] = match (&r.limits, &r.outlier) {
+                (Some(_), Some(_)) => &[0, 1, 2, 3, 4],
+                (Some(_), None) => &[0, 1, 2, 3],
+                (None, Some(_)) => &[4],
+                (None, None) => &[],
+            };
+            for &i in limits {
+                f.counter(
+                    "upstream_overflow_total",
+                    H_OVERFLOW,
+                    &[("upstream", &up.key), ("limit", OVERFLOW_LIMITS[i])],
+                    um.overflows[i].load(Ordering::Relaxed),
+                );
+            }
+            if r.panic_threshold > 0 {
+                f.counter(
+                    "upstream_panic_total",
+                    H_PANIC,
+                    &[("upstream", &up.key)],
+                    um.panics.load(Ordering::Relaxed),
+                );
+            }
         }
+        let outlier = up.resilience.outlier.is_some();
         // Nodes that share an IP share the `node` label: their counts are summed.
-        let mut by_ip: BTreeMap<String, ([u64; 5], [u64; 2], u64)> = BTreeMap::new();
+        let mut by_ip: BTreeMap<String, NodeSums> = BTreeMap::new();
         for n in &up.nodes {
             let e = by_ip.entry(super::node_label(n.addr.ip())).or_default();
             e.2 += n.state.in_flight();
@@ -230,9 +258,22 @@ fn collect(handle: &SnapshotHandle, f: &mut Families) {
                 for (acc, c) in e.1.iter_mut().zip(&nm.connections) {
                     *acc += c.load(Ordering::Relaxed);
                 }
+                for (acc, c) in e.3.iter_mut().zip(&nm.ejections) {
+                    *acc += c.load(Ordering::Relaxed);
+                }
             }
         }
-        for (ip, (attempts, conns, active)) in &by_ip {
+        for (ip, (attempts, conns, active, ejections)) in &by_ip {
+            if outlier {
+                for (reason, n) in EJECT_REASONS.iter().zip(ejections) {
+                    f.counter(
+                        "upstream_ejections_total",
+                        H_EJECTIONS,
+                        &[("upstream", &up.key), ("node", ip), ("reason", reason)],
+                        *n,
+                    );
+                }
+            }
             for (outcome, n) in OUTCOMES.iter().zip(attempts) {
                 f.counter(
                     "upstream_attempts_total",
