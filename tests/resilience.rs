@@ -13,7 +13,7 @@ fn on(name: &str, ip: &str) -> Backend {
     Backend::start_on(name, &format!("{ip}:0"))
 }
 
-fn node_entry<'a>(v: &'a serde_json::Value, port: u16) -> &'a serde_json::Value {
+fn node_entry(v: &serde_json::Value, port: u16) -> &serde_json::Value {
     v["nodes"]
         .as_array()
         .and_then(|ns| ns.iter().find(|n| n["port"] == port))
