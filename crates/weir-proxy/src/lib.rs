@@ -19,6 +19,7 @@ pub mod health;
 pub mod hook;
 pub mod key_auth;
 pub mod metrics;
+mod peer;
 pub mod plugin;
 mod pool;
 mod proxy;

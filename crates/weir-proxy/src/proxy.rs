@@ -10,13 +10,16 @@ use crate::forwarded::forwarded_headers;
 use crate::handle::SnapshotHandle;
 use crate::hook::Hook;
 use crate::key_auth::KeyAuthPlugin;
-use crate::metrics::{record_request, Fail, Finished};
+use crate::metrics::{count_request, Fail};
+use crate::peer::{established_ts, log_rejected_certificate, peer_for};
 use crate::plugin::{Plugin, PluginHook};
 use crate::request_id::RequestIdPlugin;
+use crate::resilience::{
+    count_overflow, fail_status, respond_overloaded, retry_permit, OVERLOADED,
+};
 use crate::respond::{respond_json, respond_json_with};
 use crate::retry::{self, Attempted, Decision, Outcome};
 use crate::router::strip_port;
-use crate::upstream::sni_for;
 use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::protocols::Digest;
@@ -27,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 use weir_accesslog::AccessLog;
-use weir_config::{PassHost, Timeout};
 
 /// A hook and the plugin name that enables it on a route (`None`: every routed request).
 struct Registered {
@@ -584,77 +586,6 @@ impl ProxyHttp for WeirProxy {
     }
 }
 
-/// The answer to a request a limit refused before any attempt.
-const OVERLOADED: &str = r#"{"error_msg":"upstream overloaded"}"#;
-
-/// Answer a request a limit refused: 503, `X-Weir-Overflow: <limit>`, nothing attempted.
-async fn respond_overloaded(session: &mut Session, o: weir_resilience::Overflow) -> Result<()> {
-    respond_json_with(session, 503, OVERLOADED, &[("X-Weir-Overflow", o.as_str())]).await
-}
-
-/// Count a refusal in `upstream_overflow_total`.
-fn count_overflow(up: &crate::upstream::UpstreamRuntime, o: weir_resilience::Overflow) {
-    if let Some(m) = &up.metrics {
-        m.overflows[crate::resilience::overflow_index(o)].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A permit for the retry just decided, or `None` when `max_retries` or the retry budget
-/// refuses it (recorded for `X-Weir-Overflow` and counted). Always a permit without limits.
-fn retry_permit(
-    up: &crate::upstream::UpstreamRuntime,
-    tries: &mut crate::ctx::Tries,
-) -> Option<Option<weir_resilience::RetryPermit>> {
-    let Some((params, limits)) = &up.resilience.limits else {
-        return Some(None);
-    };
-    match limits.try_retry(params) {
-        Ok(p) => Some(Some(p)),
-        Err(o) => {
-            count_overflow(up, o);
-            tries.overflow = Some(o);
-            None
-        }
-    }
-}
-
-/// The status an attempt's failure answers with.
-fn fail_status(fail: Fail) -> u16 {
-    if fail.timed_out() {
-        504
-    } else {
-        502
-    }
-}
-
-/// Count the finished request in the metrics (see [`crate::metrics`]).
-fn count_request(metrics: &crate::metrics::MetricsTables, session: &Session, ctx: &RequestCtx) {
-    let resp = session.response_written();
-    // nginx's 499: the client went away before a response.
-    let status = resp.map_or(499, |r| r.status.as_u16());
-    let request_time = ctx.start.map(|s| s.elapsed()).unwrap_or_default();
-    let route = ctx.hook.route();
-    if let Some(m) = ctx.upstream.as_ref().and_then(|u| u.metrics.as_ref()) {
-        m.requests.fetch_add(1, Ordering::Relaxed);
-    }
-    let egress = resp.map_or(0, crate::metrics::response_head_size)
-        + session.as_ref().body_bytes_sent() as u64;
-    let ingress = crate::metrics::request_head_size(session.req_header())
-        + session.as_ref().body_bytes_read() as u64;
-    let finished = Finished {
-        status,
-        pair: ctx.hook.pair,
-        node: ctx.tries.last_node,
-        consumer_id: ctx.hook.consumer_id,
-        consumer: ctx.hook.consumer_arc().cloned(),
-        request_time,
-        upstream_time: ctx.tries.upstream_time,
-        ingress,
-        egress,
-    };
-    record_request(metrics, route.and_then(|r| r.metrics.as_ref()), &finished);
-}
-
 /// Decide what follows the attempt that ended as `outcome` says, and apply it: the attempt's
 /// feedback ([`Tries::finish`]), the retry mark Pingora acts on, and for a stale pooled
 /// connection the node to repeat.
@@ -739,73 +670,4 @@ fn settle(
         Decision::Retry | Decision::RetryStaleSameNode
     ));
     e
-}
-
-/// The Pingora peer of `attempt`: its node's, with the per-request parts (the HTTP/2
-/// connection generation, SNI under `pass_host: pass`, timeouts).
-fn peer_for(session: &Session, t: Timeout, attempt: &Attempt) -> Box<HttpPeer> {
-    let up = attempt.upstream();
-    let node = &up.nodes[attempt.node()];
-    let mut peer = Box::new(node.peer.clone());
-    if up.conf.scheme.is_grpc() {
-        // Golden-ratio mixing keeps generations apart in Pingora's pool key.
-        peer.group_key ^= attempt.h2_epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-    if up.conf.scheme.is_tls() {
-        peer.sni = match &up.conf.pass_host {
-            PassHost::Pass => match request_host(session) {
-                "" => node.node_sni.clone(),
-                h => sni_for(h).to_owned(),
-            },
-            PassHost::Node => node.node_sni.clone(),
-            PassHost::Rewrite(h) => sni_for(strip_port(h)).to_owned(),
-        };
-        // No SNI (an IP literal) under tls_verify: verify the node IP instead.
-        if let Some(v) = &node.ip_verifier {
-            v.apply(&mut peer);
-        }
-    }
-    peer.options.connection_timeout = Some(t.connect);
-    peer.options.total_connection_timeout = Some(t.connect);
-    peer.options.read_timeout = Some(t.read);
-    peer.options.write_timeout = Some(t.send);
-    peer
-}
-
-/// When the connection of `digest` was established: with its fd, the connection's identity.
-fn established_ts(digest: Option<&Digest>) -> Option<std::time::SystemTime> {
-    digest
-        .and_then(|d| d.timing_digest.first())
-        .and_then(|t| t.as_ref())
-        .map(|t| t.established_ts)
-}
-
-/// Say why a certificate was refused in the operator's terms: what it had to chain to and
-/// which name or IP it had to carry. OpenSSL's own message only says "verify failed".
-fn log_rejected_certificate(ctx: &RequestCtx, peer: &HttpPeer, e: &Error) {
-    let Some(up) = &ctx.upstream else {
-        return;
-    };
-    let trust = if up.conf.tls.ca_certificates.is_empty() {
-        "the system trust store".to_owned()
-    } else {
-        let ids: Vec<&str> = up
-            .conf
-            .tls
-            .ca_certificates
-            .iter()
-            .map(|i| i.as_str())
-            .collect();
-        format!("ca_certificates [{}]", ids.join(", "))
-    };
-    let name = if peer.options.verify_hostname {
-        format!("name {:?}", peer.sni)
-    } else {
-        format!("IP {} (no SNI)", peer.sni)
-    };
-    log::warn!(
-        "upstream {}: certificate of {} rejected under tls_verify: it must chain to {trust} and carry {name}: {e}",
-        up.key,
-        peer._address
-    );
 }

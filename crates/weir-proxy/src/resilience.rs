@@ -326,6 +326,55 @@ fn verdict(
     }
 }
 
+// Refusals: what a limit answers, and how it is counted.
+
+/// The answer to a request a limit refused before any attempt.
+pub(crate) const OVERLOADED: &str = r#"{"error_msg":"upstream overloaded"}"#;
+
+/// Answer a request a limit refused: 503, `X-Weir-Overflow: <limit>`, nothing attempted.
+pub(crate) async fn respond_overloaded(
+    session: &mut pingora::proxy::Session,
+    o: weir_resilience::Overflow,
+) -> pingora::Result<()> {
+    crate::respond::respond_json_with(session, 503, OVERLOADED, &[("X-Weir-Overflow", o.as_str())])
+        .await
+}
+
+/// Count a refusal in `upstream_overflow_total`.
+pub(crate) fn count_overflow(up: &crate::upstream::UpstreamRuntime, o: weir_resilience::Overflow) {
+    if let Some(m) = &up.metrics {
+        m.overflows[crate::resilience::overflow_index(o)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A permit for the retry just decided, or `None` when `max_retries` or the retry budget
+/// refuses it (recorded for `X-Weir-Overflow` and counted). Always a permit without limits.
+pub(crate) fn retry_permit(
+    up: &crate::upstream::UpstreamRuntime,
+    tries: &mut crate::ctx::Tries,
+) -> Option<Option<weir_resilience::RetryPermit>> {
+    let Some((params, limits)) = &up.resilience.limits else {
+        return Some(None);
+    };
+    match limits.try_retry(params) {
+        Ok(p) => Some(Some(p)),
+        Err(o) => {
+            count_overflow(up, o);
+            tries.overflow = Some(o);
+            None
+        }
+    }
+}
+
+/// The status an attempt's failure answers with.
+pub(crate) fn fail_status(fail: crate::metrics::Fail) -> u16 {
+    if fail.timed_out() {
+        504
+    } else {
+        502
+    }
+}
+
 /// The golden-ratio sequence: point `k` of a low-discrepancy sequence in `[0, 1)`, so that
 /// weighted picks driven by a shared counter follow their weights closely over any stretch of
 /// picks (within a few picks of the exact share), deterministically, with no per-node state.

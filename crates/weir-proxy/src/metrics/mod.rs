@@ -28,7 +28,7 @@ pub(crate) mod compile;
 mod record;
 pub(crate) mod render;
 
-pub(crate) use record::{record_request, Fail, Finished};
+pub(crate) use record::{count_request, Fail};
 pub use render::{render, Collector};
 pub use weir_metrics::{Families, Histogram, HistogramSnapshot, LATENCY_BUCKETS_MS};
 

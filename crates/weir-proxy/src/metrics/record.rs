@@ -95,3 +95,35 @@ pub(crate) fn record_request(m: &MetricsTables, route: Option<&RouteMetrics>, f:
     c.bandwidth[0].fetch_add(f.ingress, Ordering::Relaxed);
     c.bandwidth[1].fetch_add(f.egress, Ordering::Relaxed);
 }
+
+/// Count the finished request in the metrics (see [`crate::metrics`]).
+pub(crate) fn count_request(
+    metrics: &MetricsTables,
+    session: &pingora::proxy::Session,
+    ctx: &crate::ctx::RequestCtx,
+) {
+    let resp = session.response_written();
+    // nginx's 499: the client went away before a response.
+    let status = resp.map_or(499, |r| r.status.as_u16());
+    let request_time = ctx.start.map(|s| s.elapsed()).unwrap_or_default();
+    let route = ctx.hook.route();
+    if let Some(m) = ctx.upstream.as_ref().and_then(|u| u.metrics.as_ref()) {
+        m.requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let egress =
+        resp.map_or(0, super::response_head_size) + session.as_ref().body_bytes_sent() as u64;
+    let ingress =
+        super::request_head_size(session.req_header()) + session.as_ref().body_bytes_read() as u64;
+    let finished = Finished {
+        status,
+        pair: ctx.hook.pair,
+        node: ctx.tries.last_node,
+        consumer_id: ctx.hook.consumer_id,
+        consumer: ctx.hook.consumer_arc().cloned(),
+        request_time,
+        upstream_time: ctx.tries.upstream_time,
+        ingress,
+        egress,
+    };
+    record_request(metrics, route.and_then(|r| r.metrics.as_ref()), &finished);
+}
