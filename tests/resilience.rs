@@ -445,3 +445,58 @@ fn slow_start_ramps_a_node_added_by_a_reload() {
         "{counts:?}"
     );
 }
+
+#[test]
+fn a_node_back_from_an_ejection_is_ramped_by_slow_start() {
+    let good = on("good", "127.0.0.35");
+    let flaky = on("flaky", "127.0.0.36");
+    flaky.set_mode(Mode::Status(500));
+    let window = 3.0;
+    let conf = Conf::new().control().upstream(
+        Upstream::nodes(&[good.addr, flaky.addr])
+            .id("u")
+            .set(
+                "outlier_detection",
+                json!({"consecutive_5xx": 1, "base_ejection_time": 1, "max_ejection_percent": 50}),
+            )
+            .set(
+                "slow_start",
+                json!({"window": window, "aggression": 1.0, "min_weight_percent": 10}),
+            ),
+    );
+    let p = TestProxy::start(conf.route(Route::new("r", "/*").upstream_id("u")));
+    let mut c = p.client();
+    while flaky.hits() == 0 {
+        c.get("/").expect("request");
+    }
+    // Ejected after its first 500; it heals meanwhile.
+    flaky.set_mode(Mode::Ok);
+    let (_, v) = p.control_get("/v1/healthcheck/upstreams/u");
+    let until = node_entry(&v, flaky.port())["ejected_until"]
+        .as_f64()
+        .expect("ejected");
+    // Wait out the ejection (1 s) without traffic, then count the first slice.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    while now() < until + 0.05 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let back = Instant::now();
+    let (mut picked, mut total) = (0u32, 0u32);
+    while back.elapsed() < Duration::from_millis(600) {
+        total += 1;
+        if c.get("/").expect("request").body == "flaky" {
+            picked += 1;
+        }
+    }
+    let f = (back.elapsed().as_secs_f64() / window).clamp(0.1, 1.0);
+    let bound = f / (1.0 + f);
+    assert!(picked > 0, "the node is back");
+    assert!(
+        f64::from(picked) / f64::from(total) <= bound + 0.05,
+        "{picked} of {total} within the first slice (bound {bound:.3})"
+    );
+}

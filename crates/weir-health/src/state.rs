@@ -179,6 +179,8 @@ impl Health {
 pub struct TargetHealth {
     word: AtomicU64,
     down: Arc<AtomicI64>,
+    /// How many times the target went from up to down (slow start ramps it when it is back).
+    downs: AtomicU64,
 }
 
 impl TargetHealth {
@@ -186,6 +188,7 @@ impl TargetHealth {
         TargetHealth {
             word: AtomicU64::new(Health::default().pack()),
             down,
+            downs: AtomicU64::new(0),
         }
     }
 
@@ -216,6 +219,7 @@ impl TargetHealth {
                         match (before.status.is_up(), after.status.is_up()) {
                             (true, false) => {
                                 self.down.fetch_add(1, Ordering::AcqRel);
+                                self.downs.fetch_add(1, Ordering::Relaxed);
                             }
                             (false, true) => {
                                 self.down.fetch_sub(1, Ordering::AcqRel);
@@ -228,6 +232,11 @@ impl TargetHealth {
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// How many times the target went from up to down.
+    pub fn downs(&self) -> u64 {
+        self.downs.load(Ordering::Relaxed)
     }
 
     /// The target left its checker: it no longer counts in the checker's down count.

@@ -74,6 +74,11 @@ impl Target {
         self.health.is_up()
     }
 
+    /// How many times the target went from up to down.
+    pub fn downs(&self) -> u64 {
+        self.health.downs()
+    }
+
     pub fn health(&self) -> Health {
         self.health.get()
     }

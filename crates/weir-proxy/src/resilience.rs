@@ -74,35 +74,50 @@ impl OutlierState {
     }
 }
 
-/// A node's slow-start state: its ramp, and whether it was usable when last looked at.
+/// A node's slow-start state: its ramp, and the count of its outages (health going down,
+/// outlier ejections) it has ramped after.
 #[derive(Debug)]
 pub struct NodeRamp {
     pub slow: SlowStart,
-    was_usable: AtomicBool,
+    /// Outages seen; `u64::MAX` for a node added after traffic began (it ramps when first
+    /// found usable).
+    seen: AtomicU64,
 }
 
 impl NodeRamp {
-    /// A node first seen before traffic began counts as usable already (it is not ramped);
-    /// one added later ramps from the first pick that finds it usable.
+    /// A node first seen before traffic began is not ramped; one added later ramps from the
+    /// first pick that finds it usable.
     fn new(traffic_started: bool) -> Self {
         NodeRamp {
             slow: SlowStart::new(),
-            was_usable: AtomicBool::new(!traffic_started),
+            seen: AtomicU64::new(if traffic_started { u64::MAX } else { 0 }),
         }
     }
 
-    /// Note whether the node is usable at `now`; a node that just became usable starts its
-    /// ramp.
+    /// Look at the node at `now`: usable, with `outages` so far (health downs plus
+    /// ejections). A node usable after an outage it has not ramped after yet (or new) starts
+    /// its ramp. Counting outages rather than watching the node go down means an outage with
+    /// no request during it still ramps the node afterwards.
     #[inline]
-    pub(crate) fn observe(&self, usable: bool, now: u64) {
-        if usable {
-            if !self.was_usable.swap(true, Ordering::Relaxed) {
-                self.slow.begin(now);
-            }
-        } else if self.was_usable.load(Ordering::Relaxed) {
-            self.was_usable.store(false, Ordering::Relaxed);
+    pub(crate) fn observe(&self, usable: bool, outages: u64, now: u64) {
+        let seen = self.seen.load(Ordering::Relaxed);
+        if usable
+            && seen != outages
+            && self
+                .seen
+                .compare_exchange(seen, outages, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.slow.begin(now);
         }
     }
+}
+
+/// A node's outages so far: health transitions to down and outlier ejections.
+#[inline]
+pub(crate) fn outages(n: &NodeRuntime) -> u64 {
+    n.health.as_ref().map_or(0, |t| t.downs())
+        + n.outlier.as_ref().map_or(0, |o| o.ejection_count_total())
 }
 
 type NodeKey = (String, String, u16);

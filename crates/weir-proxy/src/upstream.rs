@@ -248,7 +248,7 @@ impl UpstreamRuntime {
         let mut ramping = false;
         for n in &self.nodes[level.start..level.end] {
             if let Some(r) = &n.ramp {
-                r.observe(n.is_usable(now), now);
+                r.observe(n.is_usable(now), crate::resilience::outages(n), now);
                 ramping |= r.slow.factor(now, params) < 1.0;
             }
         }
