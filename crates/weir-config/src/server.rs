@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     pub tls_listen: Vec<TlsListen>,
     pub threads: usize,
+    /// Pingora's work-stealing runtime (`true`), or one runtime per worker thread (`false`):
+    /// a request and its upstream connections then stay on one thread, and each worker keeps
+    /// its own idle upstream connections.
+    pub work_stealing: bool,
     pub pid_file: String,
     pub upgrade_sock: String,
     pub grace_period_seconds: u64,
@@ -41,6 +45,7 @@ impl Default for ServerConfig {
             listen: vec![SocketAddr::from(([0, 0, 0, 0], 9080))],
             tls_listen: Vec::new(),
             threads: std::thread::available_parallelism().map_or(1, usize::from),
+            work_stealing: true,
             pid_file: "/tmp/weir.pid".into(),
             upgrade_sock: "/tmp/weir_upgrade.sock".into(),
             grace_period_seconds: 10,
@@ -163,6 +168,7 @@ pub fn parse_server(v: &Value, p: &Path, cx: &mut Cx) -> ServerConfig {
     if let Some(n) = o.uint(cx, "threads", 1, 1024) {
         s.threads = n as usize;
     }
+    s.work_stealing = o.bool(cx, "work_stealing", s.work_stealing);
     if let Some(f) = o.str(cx, "pid_file") {
         s.pid_file = f.to_owned();
     }

@@ -13,10 +13,18 @@ use weir_config::{PassHost, Timeout};
 
 /// The Pingora peer of `attempt`: its node's, with the per-request parts (the HTTP/2
 /// connection generation, SNI under `pass_host: pass`, timeouts).
-pub(crate) fn peer_for(session: &Session, t: Timeout, attempt: &Attempt) -> Box<HttpPeer> {
+pub(crate) fn peer_for(
+    session: &Session,
+    t: Timeout,
+    attempt: &Attempt,
+    per_worker: bool,
+) -> Box<HttpPeer> {
     let up = attempt.upstream();
     let node = &up.nodes[attempt.node()];
     let mut peer = Box::new(node.peer.clone());
+    if per_worker {
+        peer.group_key ^= crate::pool::worker_salt();
+    }
     if up.conf.scheme.is_grpc() {
         // Golden-ratio mixing keeps generations apart in Pingora's pool key.
         peer.group_key ^= attempt.h2_epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);

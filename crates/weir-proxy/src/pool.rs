@@ -20,6 +20,36 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+thread_local! {
+    /// This thread's pool salt, given on first use (0: not given yet).
+    static SALT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A salt unique to the calling thread, for per-worker pools (`server.work_stealing: false`,
+/// where each Pingora worker runs its own runtime and a connection registered with one
+/// runtime cannot be used from another): mixed into every peer's pool group key, so a
+/// connection is only offered again to the worker that made it. Limits still count per
+/// upstream across workers: `keepalive_pool.size` bounds the upstream's busy attempts
+/// wherever they run, so at most about `size` connections of an upstream go back to the
+/// pools in total.
+#[inline]
+pub(crate) fn worker_salt() -> u64 {
+    SALT.with(|s| {
+        let v = s.get();
+        if v != 0 {
+            return v;
+        }
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // A golden-ratio step keeps salts far apart in the key space.
+        let v = NEXT
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            | 1;
+        s.set(v);
+        v
+    })
+}
+
 const SHARDS: usize = 16;
 /// A shard is pruned of stale entries once it holds this many.
 const PRUNE_AT: usize = 512;

@@ -46,6 +46,8 @@ pub struct WeirProxy {
     tracker: Tracker,
     /// Where finished requests are logged (`server.access_log`).
     access_log: Option<Arc<AccessLog>>,
+    /// Idle upstream connections are pooled per worker thread (`server.work_stealing: false`).
+    per_worker_pools: bool,
 }
 
 impl WeirProxy {
@@ -67,7 +69,16 @@ impl WeirProxy {
             ],
             tracker: Tracker::default(),
             access_log: None,
+            per_worker_pools: false,
         }
+    }
+
+    /// Pool idle upstream connections per worker thread: needed when every worker runs its own
+    /// runtime (Pingora without work stealing), where a connection can only be used on the
+    /// runtime that made it. The server wiring sets it from `server.work_stealing: false`.
+    pub fn with_per_worker_pools(mut self) -> Self {
+        self.per_worker_pools = true;
+        self
     }
 
     /// Log every finished request to `log` (what `server.access_log` configures; the server
@@ -257,7 +268,7 @@ impl ProxyHttp for WeirProxy {
             },
         };
         let attempt = Attempt::begin(up, idx);
-        let peer = peer_for(session, ctx.timeout, &attempt);
+        let peer = peer_for(session, ctx.timeout, &attempt, self.per_worker_pools);
         tries.start(attempt);
         Ok(peer)
     }

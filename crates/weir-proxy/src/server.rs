@@ -30,10 +30,10 @@ pub fn server_conf(cfg: &Config) -> ServerConf {
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         // Weir counts attempts itself (`retries`); Pingora's cap must never cut them short.
         max_retries: usize::MAX,
-        // Keep Pingora's work-stealing runtime. Its no-steal runtime measured ~10% less CPU per
-        // request with one thread, but with several threads pooled upstream connections move
-        // between runtimes and cannot be reused ("failed to acquire reusable stream").
-        work_stealing: true,
+        // Without work stealing every worker thread is its own runtime, and a pooled upstream
+        // connection can only be used on the runtime that made it: each worker then pools its
+        // own (see `crate::pool::worker_salt`).
+        work_stealing: s.work_stealing,
         ..ServerConf::default()
     }
 }
@@ -101,6 +101,9 @@ pub fn add_services(
     sources: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<ServiceHandle, String> {
     let handle = Arc::clone(weir.handle());
+    if !cfg.server.work_stealing {
+        weir = weir.with_per_worker_pools();
+    }
     if weir.access_log().is_none() {
         let started = AccessLog::start(&cfg.server.access_log)
             .map_err(|e| format!("server.access_log: {e}"))?;
