@@ -21,3 +21,7 @@ python3 bench/latency.py "$rel"
 # GETs; prints errors, time to eject and time until traffic returns.
 cargo test --release -q -p weir-server --test health reliability_under_a_node_restart -- --nocapture 2>&1 \
   | grep '^reliability:' || true
+# The resilience layer: one of three nodes answers 503 to half its requests (then stalls) for
+# 20 s under a steady load; errors, p99 and recovery with plain retries, APISIX health checks,
+# outlier detection, and outlier detection with a retry budget.
+python3 bench/resilience.py "$rel"

@@ -200,7 +200,12 @@ fn entry(c: &Checker, up: Option<&UpstreamRuntime>) -> Value {
                 },
             });
             if let Some(u) = outlier {
-                let node = u.nodes.iter().find(|n| n.addr == t.addr());
+                // The node whose health target this is (the target's address is the probe's,
+                // which differs with `checks.active.port`).
+                let node = u
+                    .nodes
+                    .iter()
+                    .find(|n| n.health.as_ref().is_some_and(|h| Arc::ptr_eq(h, t)));
                 add_outlier_fields(&mut v, u, node);
             }
             v
