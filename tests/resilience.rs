@@ -500,3 +500,35 @@ fn a_node_back_from_an_ejection_is_ramped_by_slow_start() {
         "{picked} of {total} within the first slice (bound {bound:.3})"
     );
 }
+
+#[test]
+fn a_request_s_own_retries_never_use_up_its_limits() {
+    let dead = [Backend::refused(), Backend::refused(), Backend::refused()];
+    let addrs: Vec<_> = dead.iter().map(|d| d.addr()).collect();
+    let conf = Conf::new()
+        .route(
+            Route::new("three", "/three").upstream(
+                Upstream::nodes(&addrs)
+                    .retries(2)
+                    .set("limits", json!({"max_retries": 1})),
+            ),
+        )
+        .route(
+            Route::new("one", "/one").upstream(
+                Upstream::nodes(&[addrs[0]])
+                    .retries(2)
+                    .set("limits", json!({"max_requests_per_node": 100})),
+            ),
+        );
+    let p = TestProxy::start(conf);
+    // One retry in flight at a time is enough for one request's two retries, one after the
+    // other.
+    let r = p.client().get("/three").expect("request");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-weir-upstream-status"), Some("502, 502, 502"));
+    assert_eq!(r.header("x-weir-overflow"), None);
+    // A one-node upstream retries on its node, with a per-node limit too.
+    let r = p.client().get("/one").expect("request");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("x-weir-upstream-status"), Some("502, 502, 502"));
+}

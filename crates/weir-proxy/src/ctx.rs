@@ -184,8 +184,11 @@ impl Tries {
     pub fn finish(&mut self, attempt: Attempt, end: End) {
         self.note(end, &attempt);
         attempt.finish(end);
-        // The attempt a retry permit was taken for has ended.
-        self.retry_permit = None;
+        // The attempt a retry permit was taken for has ended (a stale connection's free
+        // repeat is the same attempt: it keeps the permit).
+        if end != End::Stale {
+            self.retry_permit = None;
+        }
     }
 
     /// `attempt`'s response header is relayed: record it, and hold the attempt until the

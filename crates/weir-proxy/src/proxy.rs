@@ -218,6 +218,7 @@ impl ProxyHttp for WeirProxy {
                 Err(o) => Some(o),
             };
             if let Some(o) = refused {
+                ctx.permit = None;
                 count_overflow(&up, o);
                 respond_overloaded(session, o).await?;
                 return Ok(true);
@@ -570,8 +571,12 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // The relayed response has ended: the attempt's counts are released.
+        // The relayed response has ended: the attempt's counts are released, and the
+        // request's places under the upstream's limits (Pingora drops the context only after
+        // draining an unread request body).
         ctx.tries.release();
+        ctx.permit = None;
+        ctx.tries.retry_permit = None;
         let metrics = &self.handle.tables().metrics;
         if metrics.enabled() {
             count_request(metrics, session, ctx);

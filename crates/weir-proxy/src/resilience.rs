@@ -247,10 +247,11 @@ pub struct UpstreamResilience {
 }
 
 impl UpstreamResilience {
-    /// Whether selection must count usable nodes (ejections or the panic threshold).
+    /// Whether selection must count usable nodes: ejections, or a panic threshold over
+    /// health checks (without either, every node is usable and nothing is counted).
     #[inline]
-    pub(crate) fn counts_usable(&self) -> bool {
-        self.outlier.is_some() || self.panic_threshold > 0
+    pub(crate) fn counts_usable(&self, checked: bool) -> bool {
+        self.outlier.is_some() || (self.panic_threshold > 0 && checked)
     }
 
     /// `max_requests_per_node`, 0 when unlimited.
@@ -371,6 +372,8 @@ pub(crate) fn retry_permit(
     let Some((params, limits)) = &up.resilience.limits else {
         return Some(None);
     };
+    // The retry that just ended gives its place back before the next one asks.
+    tries.retry_permit = None;
     match limits.try_retry(params) {
         Ok(p) => Some(Some(p)),
         Err(o) => {
@@ -405,8 +408,9 @@ fn golden(k: u64) -> f64 {
 /// - `roundrobin` (and registered algorithms): weighted by effective weight along the golden
 ///   sequence of the level's counter: each node's share of picks is its share of the
 ///   effective weights.
-/// - `least_conn`: the least `(in_flight + 1) / effective weight`.
-/// - `ewma`: the least peak-EWMA cost with the effective weight.
+/// - `least_conn` and `ewma`: weighted by effective weight divided by the node's load
+///   (`in_flight + 1`, or its peak-EWMA cost), along the same sequence: lighter nodes get
+///   more, and a ramping node its share from the first pick.
 pub(crate) fn ramp_pick(
     level: &Level,
     nodes: &[NodeRuntime],
@@ -422,30 +426,24 @@ pub(crate) fn ramp_pick(
         let f = n.ramp.as_ref().map_or(1.0, |r| r.slow.factor(now, params));
         f64::from(n.weight) * f
     };
+    let k = level.state.ramp_seq.fetch_add(1, Ordering::Relaxed);
     match lb {
         LbType::LeastConn | LbType::Ewma => {
+            // Weighted by effective weight over load, along the same sequence: a ramping node
+            // gets its share from the first pick instead of waiting until its weight term
+            // wins outright (at low concurrency every node has the same load).
             let instant = std::time::Instant::now();
-            let cost = |i: usize| -> f64 {
-                let w = eff(i).max(f64::MIN_POSITIVE);
+            let share = |i: usize| -> f64 {
                 let load = match lb {
-                    // The peak-EWMA cost at weight 1, divided by the effective weight.
+                    // The peak-EWMA cost at weight 1.
                     LbType::Ewma => members[i].state.ewma_cost_at(instant, 1),
                     _ => (members[i].state.in_flight() + 1) as f64,
                 };
-                load / w
+                eff(i) / load.max(f64::MIN_POSITIVE)
             };
-            // Ties rotate with the level's counter so equal nodes share the load.
-            let n = members.len();
-            let offset = level.state.ramp_seq.fetch_add(1, Ordering::Relaxed) as usize % n;
-            (0..n)
-                .map(|k| (k + offset) % n)
-                .filter(|&i| ok(i) && eff(i) > 0.0)
-                .min_by(|&a, &b| cost(a).total_cmp(&cost(b)))
+            weighted_pick(golden(k), members.len(), ok, share)
         }
-        _ => {
-            let k = level.state.ramp_seq.fetch_add(1, Ordering::Relaxed);
-            weighted_pick(golden(k), members.len(), ok, eff)
-        }
+        _ => weighted_pick(golden(k), members.len(), ok, eff),
     }
 }
 

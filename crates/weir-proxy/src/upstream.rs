@@ -162,7 +162,7 @@ impl UpstreamRuntime {
     fn filter(&self, panicked: bool) -> Filter {
         let r = &self.resilience;
         let per_node = r.per_node_limit();
-        if !r.counts_usable() {
+        if !r.counts_usable(self.health.is_some()) {
             return Filter {
                 usable: self.health.as_ref().is_some_and(|h| h.filtering()),
                 per_node,
@@ -193,21 +193,31 @@ impl UpstreamRuntime {
             && (f.per_node == 0 || n.state.in_flight() < f.per_node)
     }
 
-    /// Whether every node is at `max_requests_per_node` (an overflow, not a failure).
+    /// Whether every node a pick would consider (the usable ones, or all under fail-open or
+    /// panic) is at `max_requests_per_node`: an overflow, not a failure.
     pub(crate) fn all_full(&self) -> bool {
         let limit = self.resilience.per_node_limit();
-        limit > 0 && self.nodes.iter().all(|n| n.state.in_flight() >= limit)
+        if limit == 0 {
+            return false;
+        }
+        let f = self.filter(false);
+        self.nodes
+            .iter()
+            .filter(|n| !f.usable || n.is_usable(f.now))
+            .all(|n| n.state.in_flight() >= limit)
     }
 
     /// Pick the next node for this request, walking down the levels as they run out. Down
     /// and ejected nodes are skipped while some node is usable (docs/health-checks.md,
     /// docs/resilience.md); full nodes are skipped.
     pub fn pick(&self, key: &[u8], walk: &mut Walk) -> Option<usize> {
-        let f = self.filter(walk.level == 0 && walk.tried.is_empty());
-        if self.nodes.len() == 1 && f.per_node == 0 {
-            // Single-node upstream: no tried set, no health, every retry goes to the node.
-            return Some(0);
+        if self.nodes.len() == 1 {
+            // Single-node upstream: no tried set, no health, every retry goes to the node
+            // (unless it is at `max_requests_per_node`).
+            let limit = self.resilience.per_node_limit();
+            return (limit == 0 || self.nodes[0].state.in_flight() < limit).then_some(0);
         }
+        let f = self.filter(walk.level == 0 && walk.tried.is_empty());
         while let Some(level) = self.levels.get(walk.level) {
             let start = level.start;
             let ok = |i: usize| self.eligible(walk, start + i, f);
@@ -260,10 +270,10 @@ impl UpstreamRuntime {
 
     /// Whether [`pick`](Self::pick) would find another node, without moving any state.
     pub fn has_candidate(&self, walk: &Walk) -> bool {
-        let f = self.filter(false);
-        if self.nodes.len() == 1 && f.per_node == 0 {
+        if self.nodes.len() == 1 {
             return true;
         }
+        let f = self.filter(false);
         let Some(level) = self.levels.get(walk.level) else {
             return false;
         };

@@ -179,17 +179,12 @@ impl RouteMetrics {
         self.cells.get(pair * self.slots + slot).map(|c| &**c)
     }
 
-    /// Every distinct cell (nodes sharing an IP share a cell).
-    pub(crate) fn distinct(&self) -> impl Iterator<Item = &RouteCell> {
-        let mut seen: Vec<*const RouteCell> = Vec::new();
-        self.cells.iter().filter_map(move |c| {
-            let p = Arc::as_ptr(c);
-            if seen.contains(&p) {
-                return None;
-            }
-            seen.push(p);
-            Some(&**c)
-        })
+    /// Every distinct cell (nodes sharing an IP share a cell), for a scrape.
+    pub(crate) fn distinct(&self) -> Vec<&RouteCell> {
+        let mut cells: Vec<&RouteCell> = self.cells.iter().map(|c| &**c).collect();
+        cells.sort_unstable_by_key(|c| *c as *const RouteCell as usize);
+        cells.dedup_by_key(|c| *c as *const RouteCell as usize);
+        cells
     }
 }
 
