@@ -11,7 +11,7 @@
 //!   report after it is due runs it), so no timer task exists per upstream.
 //! - **Slow start**: a node becomes eligible (added after traffic began, back from down or
 //!   ejected) when a pick first finds it usable; while any node of a level ramps, that
-//!   level's picks use effective weights (see [`ramp_pick`]).
+//!   level's picks use effective weights (see `ramp_pick`).
 //! - **Limits**: a request permit is taken when the upstream is known, a retry permit when
 //!   a retry is decided; refusals answer 503 with `X-Weir-Overflow` and attempt nothing.
 

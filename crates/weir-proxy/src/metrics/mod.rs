@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use weir_balance::StateTable;
 use weir_metrics::AtomicMap;
 
-/// `upstream_attempts_total`'s `outcome` values, by [`Fail`] index (`response` first).
+/// `upstream_attempts_total`'s `outcome` values, by index (`response` first).
 pub const OUTCOMES: [&str; 5] = [
     "response",
     "connect_failure",
