@@ -13,8 +13,9 @@
 //! a `BTreeSet` (address order), while APISIX semantics need the configured node order (ties,
 //! smooth WRR sequences), and `select_with` filters *after* the algorithm has advanced its
 //! state, so a skipped node's state would move. Selecting with the predicate inside the
-//! algorithm keeps smooth WRR exact: ineligible nodes keep their state frozen. ([`Selection`]
-//! gets the same result for a refused smooth-WRR pick by undoing it, [`FromBackends::refused`].)
+//! algorithm keeps smooth WRR exact: an ineligible node keeps its place in the cycle.
+//! ([`Selection`] gets the same result for a refused smooth-WRR pick by undoing it,
+//! [`FromBackends::refused`].)
 //!
 //! Weir's proxy builds each priority level's selector through an [`Algorithm`] found by the
 //! upstream's `type` in an [`AlgorithmRegistry`]: the four built-ins ([`builtin`]) are
@@ -30,6 +31,7 @@ mod chash;
 mod ewma;
 mod least_conn;
 mod node;
+mod pad;
 mod selection;
 mod swrr;
 mod table;

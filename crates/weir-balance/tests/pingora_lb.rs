@@ -75,9 +75,9 @@ fn roundrobin_interleaves_exactly() {
 
 #[test]
 fn roundrobin_fallback_keeps_proportions_among_the_rest() {
-    // A refused every time (down, or `accept` says no): the refused pick is undone, A's
-    // state stays frozen, and B and C interleave exactly 2:1 (B C B), as if A were ineligible;
-    // A's turns are not all handed to the next backend in address order.
+    // A refused every time (down, or `accept` says no): the refused pick is undone, A keeps
+    // its place in the cycle, and B and C interleave exactly 2:1 (B C B), as if A were
+    // ineligible; A's turns are not all handed to the next backend in address order.
     let lb = lb::<SmoothWeighted>(&ABC_321, None);
     let picks: String = (0..30)
         .map(|_| {
@@ -86,9 +86,10 @@ fn roundrobin_fallback_keeps_proportions_among_the_rest() {
         })
         .collect();
     assert_eq!(picks, "BCB".repeat(10));
-    // A back: the 3:2:1 cycle resumes from where it was (every state back at 0 here).
-    let picks: String = (0..6).map(|_| name(&pick(&lb, b""))).collect();
-    assert_eq!(picks, "ABACBA");
+    // A back: the 3:2:1 cycle (A B A C B A) resumes from where it was: its last position,
+    // A, which the 30th request did not reach, then the cycle from the start.
+    let picks: String = (0..7).map(|_| name(&pick(&lb, b""))).collect();
+    assert_eq!(picks, "AABACBA");
 
     // One request's candidates: every backend once, the algorithm's order.
     let sel = Arc::new(Selection::<SmoothWeighted>::build(&set(&ABC_321)));
