@@ -26,6 +26,8 @@ mod backoff;
 pub mod consul;
 pub mod dns;
 mod feed;
+#[cfg(test)]
+mod fuzz;
 pub mod kubernetes;
 pub mod nacos;
 mod node;

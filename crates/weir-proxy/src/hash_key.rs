@@ -186,3 +186,187 @@ mod tests {
         assert!(!arg(None, b"user", &mut out));
     }
 }
+
+/// Property tests: chash keys from whatever a client sends (request target, query, headers,
+/// cookies) under any `hash_on` a configuration can hold (every variable, header and cookie
+/// names, arbitrary `vars_combinations` templates). Deriving a key never panics, takes
+/// bounded time and is deterministic. `PROPTEST_CASES` sets the number of cases (256 by
+/// default).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    use weir_config::upstream::Template;
+
+    /// A session that has read `head` (a request head the client sent), or `None` when
+    /// Pingora refuses it.
+    async fn session(head: &[u8]) -> Option<Session> {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut s = Session::new_h1(Box::new(server));
+        let mut client = client;
+        client.write_all(head).await.ok()?;
+        client.shutdown().await.ok()?;
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_request()).await;
+        match read {
+            Ok(Ok(true)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(&["user", "x-id", "X_Id", "sid", "a", "", "é", "a b"][..])
+                .prop_map(str::to_owned),
+            "[a-zA-Z0-9_-]{1,8}",
+        ]
+    }
+
+    fn hash_on() -> impl Strategy<Value = HashOn> {
+        let var = prop_oneof![
+            prop::sample::select(
+                &[
+                    "uri",
+                    "request_uri",
+                    "query_string",
+                    "host",
+                    "hostname",
+                    "remote_addr",
+                    "remote_port",
+                    "server_addr",
+                    "server_name",
+                ][..]
+            )
+            .prop_map(str::to_owned),
+            token().prop_map(|t| format!("arg_{t}")),
+            token().prop_map(|t| format!("cookie_{t}")),
+            token().prop_map(|t| format!("http_{t}")),
+        ];
+        let template = prop::collection::vec(
+            prop_oneof![
+                var.clone().prop_map(|v| format!("${{{v}}}")),
+                var.clone().prop_map(|v| format!("${{{v} ?? dflt}}")),
+                "[^$\\\\]{0,6}",
+            ],
+            0..6,
+        )
+        .prop_map(|p| p.concat());
+        prop_oneof![
+            var.prop_filter_map("a variable", |v| Var::parse(&v).map(HashOn::Vars)),
+            token().prop_map(HashOn::Header),
+            token().prop_map(HashOn::Cookie),
+            Just(HashOn::Consumer),
+            template.prop_filter_map("a template", |t| Template::parse(&t)
+                .ok()
+                .map(HashOn::VarsCombinations)),
+        ]
+    }
+
+    /// Request heads: a target with an arbitrary query, arbitrary header and cookie lines.
+    fn head() -> impl Strategy<Value = Vec<u8>> {
+        (
+            "/[a-zA-Z0-9/._~%-]{0,24}",
+            prop::option::of(prop::collection::vec(
+                prop_oneof![
+                    (token(), prop::option::of("[a-zA-Z0-9%+=_.-]{0,12}")).prop_map(
+                        |(k, v)| match v {
+                            Some(v) => format!("{k}={v}"),
+                            None => k,
+                        }
+                    ),
+                    "[a-zA-Z0-9%=&;+]{0,12}",
+                ],
+                0..6,
+            )),
+            prop::collection::vec(
+                (
+                    prop_oneof![
+                        "[a-zA-Z0-9_-]{1,8}",
+                        Just("Cookie".to_owned()),
+                        Just("Host".to_owned())
+                    ],
+                    prop_oneof![
+                        4 => "[ -~]{0,24}".prop_map(String::into_bytes),
+                        1 => prop::collection::vec(
+                            any::<u8>()
+                                .prop_filter("not a line end", |b| *b != b'\r' && *b != b'\n'),
+                            0..24,
+                        ),
+                    ],
+                ),
+                0..6,
+            ),
+        )
+            .prop_map(|(path, query, headers)| {
+                let mut h = b"GET ".to_vec();
+                h.extend_from_slice(path.as_bytes());
+                if let Some(q) = query {
+                    h.push(b'?');
+                    h.extend_from_slice(q.join("&").as_bytes());
+                }
+                h.extend_from_slice(b" HTTP/1.1\r\n");
+                for (k, v) in headers {
+                    h.extend_from_slice(k.as_bytes());
+                    h.extend_from_slice(b": ");
+                    h.extend_from_slice(&v);
+                    h.extend_from_slice(b"\r\n");
+                }
+                h.extend_from_slice(b"\r\n");
+                h
+            })
+    }
+
+    /// The harness reads a request and derives keys from it (the properties below are not
+    /// vacuous).
+    #[test]
+    fn the_harness_reads_requests() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let s = rt
+            .block_on(session(
+                b"GET /a?user=bob HTTP/1.1\r\nHost: Example.COM:8080\r\nCookie: sid=42\r\n\r\n",
+            ))
+            .expect("session");
+        let mut out = Vec::new();
+        hash_key(&s, &HashOn::Vars(Var::Arg("user".into())), None, &mut out);
+        assert_eq!(out, b"bob");
+        hash_key(&s, &HashOn::Cookie("sid".into()), None, &mut out);
+        assert_eq!(out, b"42");
+        let t = Template::parse("${host}-${http_x_none ?? anon}").expect("template");
+        hash_key(&s, &HashOn::VarsCombinations(t), None, &mut out);
+        assert_eq!(out, b"example.com-anon");
+    }
+
+    proptest! {
+        #[test]
+        fn keys_of_arbitrary_requests(head in head(), on in hash_on(), consumer in prop::option::of(token())) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Some(s) = rt.block_on(session(&head)) else {
+                // Pingora refused the head: no key is derived for it.
+                return Ok(());
+            };
+            let t = Instant::now();
+            let mut a = Vec::new();
+            let mut b = vec![1, 2, 3];
+            hash_key(&s, &on, consumer.as_deref(), &mut a);
+            hash_key(&s, &on, consumer.as_deref(), &mut b);
+            let took = t.elapsed();
+            prop_assert!(took < Duration::from_secs(2), "{took:?}");
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn query_arguments_of_any_bytes(q in prop::collection::vec(any::<u8>(), 0..200), name in prop::collection::vec(any::<u8>(), 0..8)) {
+            let mut out = Vec::new();
+            if !arg(Some(&q), &name, &mut out) {
+                prop_assert!(out.is_empty());
+            }
+        }
+    }
+}

@@ -282,3 +282,72 @@ mod tests {
         assert_eq!(weights(SortType::CombineSort), [3, 2, 4, 1]);
     }
 }
+
+/// Property tests: whatever a Consul agent (or something posing as one) answers, the parsers
+/// return `Ok` or `Err`, never panic, answer in bounded time, and every node they accept is
+/// valid. `PROPTEST_CASES` sets the number of cases (256 by default).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzz::{edits, json, mutate, replace_somewhere, timed};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn valid_health() -> Value {
+        json!([
+            {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+             "Service": {"ID": "web-1", "Service": "web", "Address": "10.0.0.2", "Port": 8080,
+                         "Meta": {"zone": "a", "n": 1}},
+             "Checks": [{"Status": "passing"}]},
+            {"Node": {"Address": "10.0.0.3"}, "Service": {"Address": "", "Port": 0}}
+        ])
+    }
+
+    fn check_all(body: &[u8]) {
+        for sort in [
+            SortType::Origin,
+            SortType::HostSort,
+            SortType::PortSort,
+            SortType::CombineSort,
+        ] {
+            if let Ok(nodes) = timed("parse_health", || parse_health(body, "web", 1, sort)) {
+                for n in &nodes {
+                    assert!(n.check().is_ok(), "accepted an invalid node {n:?}");
+                }
+            }
+        }
+        let _ = timed("parse_services", || {
+            parse_services(body, &["skip".to_owned()])
+        });
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json(v in json()) {
+            check_all(v.to_string().as_bytes());
+        }
+
+        #[test]
+        fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_all(&b);
+        }
+
+        #[test]
+        fn mutated_bytes(e in edits()) {
+            check_all(&mutate(valid_health().to_string().as_bytes(), &e));
+            check_all(&mutate(br#"{"consul": [], "web": ["v1"], "skip": []}"#, &e));
+        }
+
+        #[test]
+        fn mutated_structure(pick in any::<usize>(), with in json()) {
+            check_all(replace_somewhere(&valid_health(), pick, with).to_string().as_bytes());
+        }
+
+        #[test]
+        fn index_header(h in "\\PC{0,24}") {
+            if let Some(i) = parse_index(Some(&h)) {
+                prop_assert!(i >= 1);
+            }
+        }
+    }
+}

@@ -440,3 +440,115 @@ mod tests {
         assert_eq!(watch_timeout(5000), 2799);
     }
 }
+
+/// Property tests: whatever an API server (or something posing as one) sends, list pages,
+/// watch events and the line splitter return `Ok` or `Err`, never panic and answer in
+/// bounded time; every node they accept is valid. `PROPTEST_CASES` sets the number of cases
+/// (256 by default).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzz::{edits, json, mutate, replace_somewhere, timed};
+    use crate::kubernetes::mapping::tests::mapper;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn valid_page() -> Value {
+        json!({"kind": "EndpointsList", "apiVersion": "v1",
+               "metadata": {"resourceVersion": "100", "continue": "next-1"},
+               "items": [
+                 {"metadata": {"name": "cart", "namespace": "shop"},
+                  "subsets": [{"addresses": [{"ip": "10.1.0.1"}], "notReadyAddresses": [{"ip": "10.1.0.9"}],
+                               "ports": [{"name": "http", "port": 8080}, {"port": 9090}]}]}]})
+    }
+
+    fn valid_slice_event() -> Value {
+        json!({"type": "MODIFIED", "object": {"kind": "EndpointSlice", "addressType": "IPv4",
+               "metadata": {"name": "cart-abc", "namespace": "shop", "resourceVersion": "43",
+                            "labels": {"kubernetes.io/service-name": "cart"}},
+               "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": true}},
+                             {"addresses": ["10.1.0.2"], "conditions": {"ready": false}}],
+               "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}})
+    }
+
+    fn check_object(o: &Object) {
+        for nodes in o.ports.values() {
+            for n in nodes {
+                assert!(n.check().is_ok(), "accepted an invalid node {n:?}");
+            }
+        }
+    }
+
+    fn check_all(body: &[u8]) {
+        for kind in [Kind::Endpoints, Kind::EndpointSlices] {
+            let m = mapper(kind);
+            if let Ok(p) = timed("parse_page", || parse_page(body, &m)) {
+                assert!(!p.resource_version.is_empty());
+                p.objects.iter().for_each(|(_, o)| check_object(o));
+            }
+            if let Ok(e) = timed("parse_event", || parse_event(body, &m)) {
+                if let Event::Put(_, Some(o)) = &e.event {
+                    check_object(o);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json(v in json()) {
+            check_all(v.to_string().as_bytes());
+        }
+
+        #[test]
+        fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_all(&b);
+        }
+
+        #[test]
+        fn mutated_bytes(e in edits()) {
+            check_all(&mutate(valid_page().to_string().as_bytes(), &e));
+            check_all(&mutate(valid_slice_event().to_string().as_bytes(), &e));
+        }
+
+        #[test]
+        fn mutated_structure(pick in any::<usize>(), with in json()) {
+            check_all(replace_somewhere(&valid_page(), pick, with.clone()).to_string().as_bytes());
+            check_all(replace_somewhere(&valid_slice_event(), pick, with).to_string().as_bytes());
+        }
+
+        /// Whatever the chunk boundaries, the lines come out the same: the non-blank lines
+        /// of the whole stream.
+        #[test]
+        fn lines_whatever_the_chunks(
+            stream in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b' '), any::<u8>()], 0..400),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut l = Lines::default();
+            let mut got = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([stream.len()]) {
+                got.extend(l.push(&stream[from..c]).map_err(TestCaseError::fail)?);
+                from = c;
+            }
+            got.extend(l.finish());
+            let want: Vec<Vec<u8>> = stream
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+                .map(<[u8]>::to_vec)
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+
+        /// `continue` tokens and resource versions come from the server: any text makes a
+        /// URL or an error.
+        #[test]
+        fn urls_from_server_text(cont in "\\PC{0,40}", rv in "\\PC{0,40}", t in any::<u64>()) {
+            let m = mapper(Kind::EndpointSlices);
+            let _ = timed("list_url", || list_url("https://10.96.0.1:443", &m, Some(&cont)));
+            let _ = timed("watch_url", || watch_url("https://10.96.0.1:443", &m, &rv, t));
+        }
+    }
+}

@@ -329,3 +329,79 @@ mod tests {
         );
     }
 }
+
+/// Property tests: whatever a Nacos server (or something posing as one) answers, the
+/// parsers return `Ok` or `Err`, never panic, answer in bounded time, and every node they
+/// accept is valid. `PROPTEST_CASES` sets the number of cases (256 by default).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzz::{edits, json, mutate, replace_somewhere, timed};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn valid_list() -> Value {
+        json!({"name": "DEFAULT_GROUP@@orders", "clusters": "", "cacheMillis": 10000,
+        "hosts": [
+          {"ip": "10.0.0.1", "port": 8080, "weight": 1.0, "healthy": true, "enabled": true,
+           "metadata": {"gRPC_port": "9090", "zone": "a"}},
+          {"ip": "10.0.0.2", "port": 8081, "weight": 0.4, "healthy": false},
+          {"ip": "web-1.shop", "port": 80, "weight": 2.6, "metadata": {"gRPC_port": 9091}}
+        ]})
+    }
+
+    fn check_all(body: &[u8]) {
+        for grpc in [false, true] {
+            if let Ok(nodes) = timed("parse_instances", || {
+                parse_instances(body, "public/DEFAULT_GROUP/orders", grpc, 1)
+            }) {
+                for n in &nodes {
+                    assert!(n.check().is_ok(), "accepted an invalid node {n:?}");
+                }
+            }
+        }
+        if let Ok((token, ttl)) = timed("parse_login", || parse_login(body)) {
+            assert!(!token.is_empty());
+            assert!(ttl <= Duration::from_secs(MAX_TOKEN_TTL_SECS));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json(v in json()) {
+            check_all(v.to_string().as_bytes());
+        }
+
+        #[test]
+        fn arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_all(&b);
+        }
+
+        #[test]
+        fn mutated_bytes(e in edits()) {
+            check_all(&mutate(valid_list().to_string().as_bytes(), &e));
+            check_all(&mutate(br#"{"accessToken": "t0k3n", "tokenTtl": 18000, "globalAdmin": true}"#, &e));
+        }
+
+        #[test]
+        fn mutated_structure(pick in any::<usize>(), with in json()) {
+            check_all(replace_somewhere(&valid_list(), pick, with).to_string().as_bytes());
+        }
+
+        #[test]
+        fn weights(w in any::<f64>()) {
+            if let Ok(n) = weight(Some(w), 1) {
+                prop_assert!(w.is_finite() && w >= 0.0);
+                prop_assert!((w == 0.0) == (n == 0));
+            }
+        }
+
+        /// Any non-empty secret key signs any data (OpenSSL refuses an empty HMAC key: an
+        /// error, not a panic).
+        #[test]
+        fn signatures(key in "\\PC{0,64}", data in "\\PC{0,64}") {
+            let r = signature(&key, &data);
+            prop_assert!(r.is_ok() || key.is_empty());
+        }
+    }
+}

@@ -62,6 +62,10 @@ fn item(kind: Kind, id: &str, value: &Value) -> Value {
     json!({"key": resource_key(kind, id), "value": masked(kind, value)})
 }
 
+/// The deepest member path a sub-path PATCH may name. No resource nests deeper; a longer
+/// path would only build a deep tree of objects (and deep recursion to drop it).
+const MAX_MEMBER_DEPTH: usize = 16;
+
 /// What a path names.
 enum Target<'p> {
     Collection(Kind),
@@ -80,6 +84,9 @@ fn target(path: &str) -> Option<Target<'_>> {
         return None;
     }
     let member: Vec<&str> = segs.collect();
+    if member.len() > MAX_MEMBER_DEPTH {
+        return None;
+    }
     if member.is_empty() {
         Some(Target::One(kind, id))
     } else if member.iter().any(|s| s.is_empty()) {

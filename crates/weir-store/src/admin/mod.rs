@@ -5,7 +5,8 @@
 //! Every request passes the gate first: a client outside `allow_admin` gets 403, a missing or
 //! wrong `X-API-KEY` 401, a body over [`MAX_BODY`] 413. Writes are serialised and validated
 //! against the whole resulting configuration before they are stored. Answers never contain a
-//! private key or an API key, and nothing here logs a request body.
+//! private key or an API key, and nothing here logs a request body. Every write (any method
+//! but GET and HEAD), refused or not, is logged as one audit line under [`AUDIT_TARGET`].
 
 mod auth;
 mod handler;
@@ -145,13 +146,54 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     }
 }
 
+/// The log target of the audit lines: one per write (any method but GET and HEAD), refused
+/// or not. See `docs/admin-api.md` ("Audit log").
+pub const AUDIT_TARGET: &str = "weir::audit";
+
+/// Whether `method` only reads.
+fn is_read(method: &http::Method) -> bool {
+    method == http::Method::GET || method == http::Method::HEAD
+}
+
+/// A request path as the audit line shows it: printable ASCII kept, every other byte (and
+/// `"`, backslash, `%`) percent-encoded, so that a path can never break or forge a log line.
+fn audit_text(s: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'%') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The audit line of one write: who (peer address), what (method, path, the resource key when
+/// known) and the answer's status. Never the body, the query string or a header: they may
+/// carry secrets (a private key, a consumer's key, the admin key in the wrong place).
+fn audit(peer: Option<std::net::SocketAddr>, method: &http::Method, path: &str, reply: &Reply) {
+    let key = reply
+        .body
+        .get("key")
+        .and_then(|k| k.as_str())
+        .map_or_else(|| "-".to_owned(), audit_text);
+    log::info!(
+        target: AUDIT_TARGET,
+        "admin write: peer={} method={} path={} key={key} status={}",
+        peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        audit_text(method.as_str()),
+        audit_text(path),
+        reply.status
+    );
+}
+
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let client = peer.map(|a| a.ip());
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_owned();
@@ -159,12 +201,19 @@ impl ServeHttp for AdminApi {
         let key = session
             .get_header("x-api-key")
             .map(|v| v.as_bytes().to_vec());
+        let write = !is_read(&method);
         if let Some(r) = self.gate(client, key.as_deref()) {
-            log::warn!(
-                "admin: {method} {path} from {}: {} refused",
-                client.map_or("?".into(), |c| c.to_string()),
-                r.status
-            );
+            if write {
+                audit(peer, &method, &path, &r);
+            } else {
+                log::warn!(
+                    "admin: {} {} from {}: {} refused",
+                    audit_text(method.as_str()),
+                    audit_text(&path),
+                    client.map_or("?".into(), |c| c.to_string()),
+                    r.status
+                );
+            }
             // The body was not read: do not reuse the connection.
             session.set_keepalive(None);
             return render(&r);
@@ -172,6 +221,9 @@ impl ServeHttp for AdminApi {
         let body = match read_body(session).await {
             Ok(b) => b,
             Err(r) => {
+                if write {
+                    audit(peer, &method, &path, &r);
+                }
                 session.set_keepalive(None);
                 return render(&r);
             }
@@ -184,19 +236,26 @@ impl ServeHttp for AdminApi {
                 body: &body,
             })
             .await;
-        let who = client.map_or("?".into(), |c| c.to_string());
-        if method != http::Method::GET {
-            if reply.status < 300 {
-                log::info!("admin: {method} {path} from {who}: {}", reply.status);
-            } else {
-                let msg = reply
-                    .body
-                    .get("error_msg")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("");
-                log::warn!("admin: {method} {path} from {who}: {} {msg}", reply.status);
-            }
+        if write {
+            audit(peer, &method, &path, &reply);
         }
         render(&reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_text_cannot_break_a_line() {
+        assert_eq!(
+            audit_text("/apisix/admin/routes/r1"),
+            "/apisix/admin/routes/r1"
+        );
+        assert_eq!(
+            audit_text("/a b\r\n\"x\\%é"),
+            "/a%20b%0D%0A%22x%5C%25%C3%A9"
+        );
     }
 }
