@@ -37,6 +37,64 @@ pub struct ServerConfig {
     pub upstream_keepalive_pool_size: usize,
     /// `access_log`: off unless the block is present.
     pub access_log: AccessLogConfig,
+    /// Limits on client (downstream) connections, with nginx's names and defaults.
+    #[serde(flatten)]
+    pub downstream: DownstreamLimits,
+}
+
+/// `large_client_header_buffers`: a request line or a header line longer than `size` bytes is
+/// refused (414 / 431), and so is a request head larger than `count × size` (431).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HeaderBuffers {
+    pub count: usize,
+    pub size: usize,
+}
+
+/// The `server` fields that bound what one client may cost (docs/hardening.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DownstreamLimits {
+    /// The whole request head must arrive within this time of its first byte.
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub client_header_timeout: Duration,
+    /// Longest wait between two reads of a request body.
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub client_body_timeout: Duration,
+    /// Longest idle time on a client connection before a request (the first one too).
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub keepalive_timeout: Duration,
+    /// Longest wait between two writes to a client.
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub send_timeout: Duration,
+    /// Largest request body in bytes; 0: unlimited.
+    pub client_max_body_size: u64,
+    pub large_client_header_buffers: HeaderBuffers,
+    /// Concurrent client connections; 0: unlimited.
+    pub max_connections: usize,
+    /// HTTP/2: a client connection with no open stream for this long is closed.
+    #[serde(serialize_with = "crate::common::ser_secs")]
+    pub http2_idle_timeout: Duration,
+    /// HTTP/2: concurrent streams one client connection may open.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for DownstreamLimits {
+    /// nginx's defaults.
+    fn default() -> Self {
+        DownstreamLimits {
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
+            client_max_body_size: 0,
+            large_client_header_buffers: HeaderBuffers {
+                count: 4,
+                size: 8192,
+            },
+            max_connections: 0,
+            http2_idle_timeout: Duration::from_secs(180),
+            http2_max_concurrent_streams: 128,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -52,6 +110,7 @@ impl Default for ServerConfig {
             graceful_shutdown_timeout_seconds: 5,
             upstream_keepalive_pool_size: 1024,
             access_log: AccessLogConfig::default(),
+            downstream: DownstreamLimits::default(),
         }
     }
 }
@@ -187,8 +246,59 @@ pub fn parse_server(v: &Value, p: &Path, cx: &mut Cx) -> ServerConfig {
     if let Some((v, ap)) = o.take("access_log") {
         s.access_log = parse_access_log(v, &ap, cx);
     }
+    parse_downstream(&mut o, p, cx, &mut s.downstream);
     o.finish(cx);
     s
+}
+
+/// One day: no client needs longer, and it keeps every deadline far from overflow.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86400);
+
+/// The downstream limits among `server`'s fields (fractions of a second allowed).
+fn parse_downstream(o: &mut Obj<'_>, p: &Path, cx: &mut Cx, d: &mut DownstreamLimits) {
+    let timeout = |o: &mut Obj<'_>, cx: &mut Cx, k: &str, slot: &mut Duration| {
+        let Some((v, tp)) = o.take(k) else {
+            return;
+        };
+        if let Some(t) = reader::secs(v, &tp, cx, Bound::Positive) {
+            if t > MAX_TIMEOUT {
+                cx.err(&tp, format!("must be <= 86400 seconds, got {}", show(v)));
+            } else {
+                *slot = t;
+            }
+        }
+    };
+    timeout(o, cx, "client_header_timeout", &mut d.client_header_timeout);
+    timeout(o, cx, "client_body_timeout", &mut d.client_body_timeout);
+    timeout(o, cx, "keepalive_timeout", &mut d.keepalive_timeout);
+    timeout(o, cx, "send_timeout", &mut d.send_timeout);
+    timeout(o, cx, "http2_idle_timeout", &mut d.http2_idle_timeout);
+    if let Some(n) = o.uint(cx, "client_max_body_size", 0, u64::MAX >> 1) {
+        d.client_max_body_size = n;
+    }
+    if let Some(n) = o.uint(cx, "max_connections", 0, 1 << 24) {
+        d.max_connections = n as usize;
+    }
+    if let Some(n) = o.uint(cx, "http2_max_concurrent_streams", 1, 1 << 16) {
+        d.http2_max_concurrent_streams = n as u32;
+    }
+    if let Some(mut b) = o.obj(cx, "large_client_header_buffers") {
+        // 1 MiB heads at most: Pingora's own cap on a request head.
+        if let Some(n) = b.uint(cx, "size", 64, 1 << 20) {
+            d.large_client_header_buffers.size = n as usize;
+        }
+        if let Some(n) = b.uint(cx, "count", 1, 1024) {
+            d.large_client_header_buffers.count = n as usize;
+        }
+        let total = d.large_client_header_buffers.count * d.large_client_header_buffers.size;
+        if total > 1 << 20 {
+            cx.err(
+                &p.field("large_client_header_buffers"),
+                format!("count × size must be <= 1048576 bytes, got {total}"),
+            );
+        }
+        b.finish(cx);
+    }
 }
 
 fn warn_if_public(addr: &SocketAddr, p: &Path, cx: &mut Cx, what: &str) {

@@ -48,6 +48,8 @@ pub struct WeirProxy {
     access_log: Option<Arc<AccessLog>>,
     /// Idle upstream connections are pooled per worker thread (`server.work_stealing: false`).
     per_worker_pools: bool,
+    /// `server`'s client limits (crate::downstream).
+    downstream: Arc<crate::downstream::Limits>,
 }
 
 impl WeirProxy {
@@ -70,7 +72,14 @@ impl WeirProxy {
             tracker: Tracker::default(),
             access_log: None,
             per_worker_pools: false,
+            downstream: Arc::default(),
         }
+    }
+
+    /// Apply `limits` to every request (the server wiring sets `server`'s).
+    pub fn with_downstream_limits(mut self, limits: Arc<crate::downstream::Limits>) -> Self {
+        self.downstream = limits;
+        self
     }
 
     /// Pool idle upstream connections per worker thread: needed when every worker runs its own
@@ -173,6 +182,21 @@ impl ProxyHttp for WeirProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if crate::downstream::on_request(&self.downstream, session).await? {
+            return Ok(true);
+        }
+        if let Err(r) = crate::request_guard::check(session.req_header()) {
+            log::debug!("refused request: {}", r.reason);
+            session.set_keepalive(None);
+            respond_json(
+                session,
+                r.status,
+                r#"{"error_msg":"400 Bad Request"}"#,
+                None,
+            )
+            .await?;
+            return Ok(true);
+        }
         self.handle.tables().resilience.mark_traffic();
         let route = {
             let snap = self.handle.current.load();
@@ -458,6 +482,16 @@ impl ProxyHttp for WeirProxy {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::downstream::on_body(&self.downstream, session)
+    }
+
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -524,6 +558,9 @@ impl ProxyHttp for WeirProxy {
                 ErrorSource::Upstream => ctx.tries.failure_status(),
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    // client_body_timeout (nginx answers 408 too).
+                    ErrorType::ReadTimedout => 408,
+                    ErrorType::WriteTimedout => 0,
                     _ => 400,
                 },
                 _ if ctx.tries.attempts > 0 => ctx.tries.failure_status(),
@@ -541,6 +578,8 @@ impl ProxyHttp for WeirProxy {
                 503 => r#"{"error_msg":"503 Service Unavailable"}"#,
                 504 => r#"{"error_msg":"504 Gateway Timeout"}"#,
                 400 => r#"{"error_msg":"400 Bad Request"}"#,
+                408 => r#"{"error_msg":"408 Request Timeout"}"#,
+                413 => r#"{"error_msg":"413 Request Entity Too Large"}"#,
                 _ => r#"{"error_msg":"internal error"}"#,
             };
             let status_list = ctx.tries.upstream_status_header();
@@ -577,6 +616,9 @@ impl ProxyHttp for WeirProxy {
         ctx.tries.release();
         ctx.permit = None;
         ctx.tries.retry_permit = None;
+        if let Some(e) = e {
+            crate::downstream::on_error(&self.downstream, e);
+        }
         let metrics = &self.handle.tables().metrics;
         if metrics.enabled() {
             count_request(metrics, session, ctx);

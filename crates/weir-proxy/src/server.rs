@@ -1,6 +1,7 @@
 //! Building and running a Pingora `Server` for a Weir configuration.
 
 use crate::control::ControlApi;
+use crate::downstream;
 use crate::drain::{Counted, Drain, OnDrained};
 use crate::handle::SnapshotHandle;
 use crate::proxy::WeirProxy;
@@ -129,12 +130,23 @@ pub fn add_services(
             ReopenOnSigusr1(Arc::clone(log)),
         ));
     }
+    let limits = Arc::new(downstream::Limits::new(&cfg.server.downstream));
+    let l = Arc::clone(&limits);
+    handle
+        .tables()
+        .metrics
+        .add_collector(Arc::new(move |f: &mut crate::metrics::Families| {
+            l.stats.collect(f)
+        }));
+    weir = weir.with_downstream_limits(Arc::clone(&limits));
     let tracker = weir.tracker().clone();
     let mut app = http_proxy(&server.configuration, weir);
     // Cleartext listeners serve HTTP/1.1 and h2c (prior knowledge, detected by preface).
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     app.server_options = Some(options);
+    downstream::configure(&mut app, &cfg.server.downstream);
+    let app = downstream::DownstreamApp::new(app, limits);
     let mut proxy = Service::new("weir".to_owned(), Counted::new(app, tracker.clone()));
     for addr in &cfg.server.listen {
         proxy.add_tcp(&addr.to_string());

@@ -37,6 +37,23 @@ pub use stream::RequestStream;
 
 use std::time::{Duration, Instant};
 
+/// Raise this process's soft limit on open descriptors to at least `want` (capped by the
+/// hard limit; children such as a [`WeirProcess`] inherit it). Returns the soft limit in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let new = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        Ok(()) => new,
+        Err(_) => soft,
+    }
+}
+
 /// Poll `f` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
