@@ -5,7 +5,7 @@ CARGO ?= cargo
 CONF ?= conf/weir.yaml
 TARGET := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 
-.PHONY: build run test lint doc check-conf ci bench clean
+.PHONY: build run test lint doc check-conf ci bench soak clean
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -42,6 +42,13 @@ ci: lint test
 ## bench: throughput and latency against nginx and haproxy (prints figures, asserts nothing)
 bench:
 	./bench/run.sh
+
+## soak: two minutes of faulty backends (resets, hangs, trickles, garbage, refusals) under 24
+## concurrent clients against the real binary; prints the figures, fails on a bad response,
+## a crash, RSS growth over 10% or leaked descriptors (SOAK_SECS=n for another length)
+SOAK_SECS ?= 120
+soak:
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test -p weir-server --test faulty_backends -- --nocapture
 
 clean:
 	$(CARGO) clean
