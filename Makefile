@@ -43,7 +43,7 @@ ci: lint test
 bench:
 	./bench/run.sh
 
-## soak: two minutes of faulty backends (resets, hangs, trickles, garbage, refusals) under 24
+## soak: two minutes of faulty backends (resets, hangs, trickles, garbage, refusals) under 32
 ## concurrent clients against the real binary; prints the figures, fails on a bad response,
 ## a crash, RSS growth over 10% or leaked descriptors (SOAK_SECS=n for another length)
 SOAK_SECS ?= 120

@@ -540,3 +540,55 @@ fn graceful_upgrade_under_load_loses_no_request() {
     drop(new);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A connection that was accepted but has sent nothing yet is closed with the idle keep-alive
+/// connections when a graceful shutdown begins closing them: it does not hold the process
+/// until `grace_period_seconds`. (Before, the wait for its first bytes did not see the
+/// shutdown, and the process exited only at the end of the grace period.)
+#[test]
+fn sigterm_does_not_wait_for_silent_connections() {
+    let fast = Backend::start("fast");
+    let d = dir("silent");
+    let conf = d.join("weir.yaml");
+    let reserved = reserve_port();
+    let port = reserved.port;
+    // A grace period far longer than the wait under test: exiting near it is the bug.
+    let grace = 60;
+    std::fs::write(&conf, config(&d, port, &fast, &fast, grace)).expect("write");
+    let mut w = WeirProcess::start(env!("CARGO_BIN_EXE_weir"), &conf, port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(w.get_path("/fast/x").0, 200);
+
+    let mut silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    // Let Weir accept them (a request on another connection is answered after they were
+    // queued, and the listener takes connections in order).
+    assert_eq!(w.get_path("/fast/x").0, 200);
+
+    let signalled = Instant::now();
+    signal(w.child.id(), "-TERM");
+    let exited = wait_for(Duration::from_secs(grace / 2), || {
+        w.child.try_wait().ok().flatten()
+    });
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "weir was still running {:?} after SIGTERM with {} silent connections open (grace \
+         period {grace} s): {exited:?}\n{}",
+        signalled.elapsed(),
+        silent.len(),
+        w.log()
+    );
+    // Each silent connection was closed by Weir: a read sees EOF (or a reset), not a hang.
+    for s in &mut silent {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() != ErrorKind::WouldBlock && e.kind() != ErrorKind::TimedOut => {}
+            other => panic!("a silent connection was left open: {other:?}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

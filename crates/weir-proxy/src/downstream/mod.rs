@@ -233,6 +233,9 @@ pub fn h2_options(d: &DownstreamLimits) -> pingora::protocols::http::v2::server:
 pub struct DownstreamApp<A> {
     inner: Arc<A>,
     limits: Arc<Limits>,
+    /// `true` once the graceful shutdown closes idle connections (`cleanup`): a connection
+    /// that has not sent its first byte yet is then closed like an idle keep-alive one.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl<A> DownstreamApp<A> {
@@ -240,6 +243,7 @@ impl<A> DownstreamApp<A> {
         DownstreamApp {
             inner: Arc::new(inner),
             limits,
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -266,10 +270,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
         let h2 = if tls {
             matches!(guarded.selected_alpn_proto(), Some(ALPN::H2))
         } else if options.is_some_and(|o| o.h2c) {
-            match guarded.starts_with_preface().await {
-                Ok(h2) => h2,
-                // Closed, or silent past keepalive_timeout / client_header_timeout.
-                Err(_) => return None,
+            let mut closing = self.closing.subscribe();
+            if *closing.borrow_and_update() {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                first = guarded.starts_with_preface() => match first {
+                    Ok(h2) => h2,
+                    // Closed, or silent past keepalive_timeout / client_header_timeout.
+                    Err(_) => return None,
+                },
+                // A graceful shutdown closing idle connections: this one has sent nothing.
+                _ = closing.changed() => return None,
             }
         } else {
             false
@@ -311,6 +324,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
     }
 
     async fn cleanup(&self) {
+        self.closing.send_replace(true);
         self.inner.http_cleanup().await;
     }
 }
