@@ -28,6 +28,7 @@ use pingora::protocols::{
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -145,6 +146,12 @@ pub struct Guarded {
     prefix: [u8; PREFACE.len()],
     prefix_len: usize,
     prefix_pos: usize,
+    /// Set when a limit ended the connection while Pingora was reading a head (a timeout,
+    /// or a refusal once sent): reads then stay pending and the connection loop, which
+    /// watches this flag, drops the request instead of letting Pingora report a broken
+    /// head (one error line per connection an attacker opens). One allocation per
+    /// connection.
+    ended: Arc<AtomicBool>,
 }
 
 /// The HTTP/2 client connection preface (RFC 9113, 3.4).
@@ -173,7 +180,13 @@ impl Guarded {
             prefix: [0; PREFACE.len()],
             prefix_len: 0,
             prefix_pos: 0,
+            ended: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The flag set when a limit ended the connection during a head (see the field).
+    pub fn ended(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ended)
     }
 
     /// Wait for the next request on this connection (after a response).
@@ -344,10 +357,15 @@ impl AsyncRead for Guarded {
         loop {
             match this.state {
                 State::Body | State::Passthrough => return this.poll_fill(cx, buf),
-                State::Closed => return Poll::Ready(Ok(())),
+                State::Closed => {
+                    // The connection loop sees the flag in the same poll and drops the
+                    // request (no waker needed: it polls the flag right after this read).
+                    this.ended.store(true, Ordering::Relaxed);
+                    return Poll::Pending;
+                }
                 State::Refusing(_) => {
                     ready!(this.poll_refusal(cx));
-                    return Poll::Ready(Ok(()));
+                    continue;
                 }
                 State::Idle | State::Head => {}
             }
@@ -377,8 +395,8 @@ impl AsyncRead for Guarded {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
                     if this.expired(cx) {
-                        // End of stream: Pingora closes the connection.
-                        return Poll::Ready(Ok(()));
+                        // Closed: the loop above ends the request.
+                        continue;
                     }
                     return Poll::Pending;
                 }

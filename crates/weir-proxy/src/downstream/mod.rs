@@ -15,13 +15,14 @@
 mod io;
 
 use async_trait::async_trait;
+use pingora::apps::ReusedHttpStream;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, Stream, ALPN};
 use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use weir_config::server::DownstreamLimits;
@@ -248,6 +249,35 @@ impl<A> DownstreamApp<A> {
     }
 }
 
+impl<A: HttpServerApp + Send + Sync + 'static> DownstreamApp<A> {
+    /// One HTTP/1 request on a [`Guarded`] connection; `None` as soon as a limit ended the
+    /// connection during its head (`ended`): the request is dropped quietly, the limit
+    /// already counted it, and Pingora does not log a broken head for each such connection.
+    async fn serve(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+        ended: &AtomicBool,
+    ) -> Option<ReusedHttpStream> {
+        tokio::select! {
+            // Pingora first: the read that sets `ended` happens in this poll, and the flag
+            // is checked right after it.
+            biased;
+            r = self.inner.process_new_http(session, shutdown) => r,
+            () = std::future::poll_fn(|_| {
+                if ended.load(Ordering::Relaxed) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            }) => {
+                log::debug!("client connection ended by a downstream limit");
+                None
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
     async fn process_new(
@@ -265,6 +295,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
             return None;
         }
         let mut guarded = Guarded::new(stream, Arc::clone(&self.limits));
+        let ended = guarded.ended();
         let options = self.inner.server_options();
         let tls = guarded.get_ssl_digest().is_some();
         let h2 = if tls {
@@ -302,7 +333,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
             session.set_keepalive(Some(0));
         }
         session.set_keepalive_reuses_remaining(options.and_then(|o| o.keepalive_request_limit));
-        let mut result = self.inner.process_new_http(session, shutdown).await;
+        let mut result = self.serve(session, shutdown, &ended).await;
         while let Some((stream, settings)) = result.map(|r| r.consume()) {
             // The stream is the `Guarded` boxed above: take it back (no allocation) to wait
             // for the next request under keepalive_timeout.
@@ -318,7 +349,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for DownstreamApp<A> {
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
             }
-            result = self.inner.process_new_http(session, shutdown).await;
+            result = self.serve(session, shutdown, &ended).await;
         }
         None
     }
