@@ -149,7 +149,17 @@ pub fn add_services(
     let app = downstream::DownstreamApp::new(app, limits);
     let mut proxy = Service::new("weir".to_owned(), Counted::new(app, tracker.clone()));
     for addr in &cfg.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No L4 read buffer on cleartext listeners: Pingora's default is 64 KiB per client
+        // connection, most of an idle keep-alive connection's memory, and here it saves no
+        // read (the HTTP/1 parser reads heads and bodies into buffers of its own). TLS
+        // listeners keep it: OpenSSL reads 16 KiB records through it (docs/performance.md).
+        let endpoint = pingora::listeners::ListenerConfig::tcp(addr.to_string()).l4_buffer(
+            pingora::protocols::l4::stream::L4BufferSettings {
+                read: Some(0),
+                write: None,
+            },
+        );
+        proxy.add_listener(endpoint);
     }
     let certs = CertStore::new(&cfg.resources);
     for (i, l) in cfg.server.tls_listen.iter().enumerate() {
