@@ -477,9 +477,8 @@ proptest! {
             let host = strip_port(authority);
             for path in &paths {
                 for method in [http::Method::GET, http::Method::POST] {
-                    let t = std::time::Instant::now();
+                    // Bounded by counted steps, not by a clock (which would depend on load).
                     let (got, n) = steps(|| tries.find_pair(host, path, &method).map(|(t, i)| (*t, i)));
-                    prop_assert!(t.elapsed() < std::time::Duration::from_secs(1));
                     prop_assert!(n <= step_bound(host.len(), path.len()), "{} steps", n);
                     let want = linear.find_pair(host, path, &method).map(|(t, i)| (*t, i));
                     prop_assert_eq!(got, want, "host {:?} path {:?}", host, path);
